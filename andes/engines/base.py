@@ -1,0 +1,107 @@
+"""The engine contract shared by the simulated engine and the vLLM engine.
+
+``submit`` returns an async stream of ``TokenEvent``; the last event of every stream carries a
+``finish_reason`` (``stop``, ``length``, ``abort`` or ``error``), so a consumer never hangs on a
+stream that silently ended. ``abort`` ends a stream early and frees its memory. ``stats`` is a
+cheap snapshot for routing and metrics. The replica, the benchmarks and the tests depend on this
+interface, never on a particular engine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Literal, Protocol
+
+__all__ = ["Engine", "EngineRequest", "EngineStats", "FinishReason", "TokenEvent", "validate_expectations"]
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+MAX_TTFT_S = 3600.0
+MAX_TDS = 1000.0
+
+
+def validate_expectations(ttft: float, tds: float) -> None:
+    """Reject expectations no reader could have (spec section 1), naming the field."""
+    if not (isinstance(ttft, (int, float)) and math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
+        raise ValueError(f"ttft: must be a finite number of seconds in (0, {MAX_TTFT_S:g}] (got {ttft!r})")
+    if not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
+        raise ValueError(f"tds: must be a finite tokens/s rate in (0, {MAX_TDS:g}] (got {tds!r})")
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One generation request with its reader's expectations.
+
+    ``num_prompt_tokens`` and ``output_tokens`` let the simulated engine run traces without text;
+    real engines tokenise ``prompt`` and stop on their own, treating ``max_tokens`` as the cap.
+    """
+
+    request_id: str
+    ttft: float
+    tds: float
+    max_tokens: int = 256
+    prompt: str | None = None
+    num_prompt_tokens: int | None = None
+    output_tokens: int | None = None  # simulated engines: the true output length
+    arrival: float | None = None  # engine clock; None means "now"
+    sampling: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_expectations(self.ttft, self.tds)
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be an integer >= 1 (got {self.max_tokens!r})")
+        if self.num_prompt_tokens is not None and self.num_prompt_tokens < 1:
+            raise ValueError(f"num_prompt_tokens: must be >= 1 (got {self.num_prompt_tokens!r})")
+        if self.output_tokens is not None and self.output_tokens < 1:
+            raise ValueError(f"output_tokens: must be >= 1 (got {self.output_tokens!r})")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """Tokens that left the engine together; ``time`` is the engine clock when they did."""
+
+    request_id: str
+    index: int  # index of the first token in this event
+    token_ids: tuple[int, ...]
+    text: str
+    time: float
+    finish_reason: FinishReason | None = None
+    num_preemptions: int = 0
+    error: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for the router, the metrics and the tests."""
+
+    num_running: int
+    num_waiting: int
+    num_swapped: int
+    num_free_blocks: int
+    num_total_blocks: int
+    step_time_s: float  # recent engine step time (EWMA)
+    num_steps: int
+    num_preemptions: int
+    num_finished: int
+    policy: str
+
+
+class Engine(Protocol):
+    """What every engine offers the replica, the benchmarks and the tests."""
+
+    def submit(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+        """Queue ``request``; iterate the result for its tokens (the last event is final)."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """End ``request_id`` now; its stream gets a final ``abort`` event."""
+        ...
+
+    def stats(self) -> EngineStats:
+        """Current counters (cheap; called on every routing-stats report)."""
+        ...

@@ -1,0 +1,197 @@
+"""The simulated engine behind the engine interface, running against a clock.
+
+``SimEngine`` drives ``SimCore`` from one asyncio task: each step takes the modelled step time
+(``asyncio.sleep`` on the wall clock, or an instant jump on a virtual clock), then pushes each
+emitted token to its request's stream. Served demos see realistic pacing; tests inject a
+virtual clock and run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import numpy as np
+
+from andes.engines.base import EngineRequest, EngineStats, TokenEvent
+from andes.engines.sim import SWAPPED, WAITING, SimCore
+from andes.latency import LatencyModel
+from andes.scheduler.base import Policy
+
+__all__ = ["SimEngine", "VirtualClock", "make_text"]
+
+_WORDS = (
+    "the model streams each token as soon as it exists while the reader takes them at a human "
+    "pace so a short pause on the server is hidden by the client buffer and nobody notices it "
+    "quality of experience counts how far the reader lags behind what was expected"
+).split()
+
+
+def make_text(index: int) -> str:
+    """Readable filler text for token ``index`` (the simulator has no vocabulary of its own)."""
+    return (" " if index else "") + _WORDS[index % len(_WORDS)]
+
+
+class VirtualClock:
+    """A clock that jumps instead of sleeping: tests and benchmarks run at CPU speed."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class _Stream:
+    request_id: str
+    slot: int
+    queue: asyncio.Queue
+    finish_reason: str  # "stop" when the modelled output ends before max_tokens, else "length"
+
+
+class SimEngine:
+    """Engine interface over ``SimCore``; one background task steps the core while work exists."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        latency: LatencyModel,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        default_output_tokens: int = 256,
+    ) -> None:
+        self.core = SimCore(policy, latency)
+        self.clock = clock
+        self._sleep = sleep or asyncio.sleep
+        self.default_output_tokens = default_output_tokens
+        self._streams: dict[str, _Stream] = {}
+        self._by_slot: dict[int, _Stream] = {}
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._step_ewma = 0.0
+        self._ids = itertools.count()
+
+    # -- the engine interface -------------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> None:
+        """Swap the scheduling policy between steps (running requests keep their state)."""
+        self.core.policy = policy
+
+    def submit(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+        """Queue ``request`` now; its stream ends with a final event whatever happens."""
+        if request.request_id in self._streams:
+            raise ValueError(f"request_id: {request.request_id!r} is already running")
+        prompt_tokens = request.num_prompt_tokens or max(1, len((request.prompt or "").split()))
+        output = min(request.output_tokens or request.max_tokens, request.max_tokens)
+        arrival = self.clock() if request.arrival is None else request.arrival
+        slot = self.core.add_request(arrival, prompt_tokens, output, request.ttft, request.tds)
+        reason = "stop" if request.output_tokens and request.output_tokens < request.max_tokens else "length"
+        stream = _Stream(request.request_id, slot, asyncio.Queue(), reason)
+        self._streams[request.request_id] = stream
+        self._by_slot[slot] = stream
+        self._ensure_running()
+        return self._iterate(stream)
+
+    async def abort(self, request_id: str) -> None:
+        """End ``request_id``: free its memory and close its stream with ``abort``."""
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        self.core.abort(stream.slot)
+        self._close(stream, "abort", self.clock())
+
+    def stats(self) -> EngineStats:
+        core = self.core
+        states = core.state[core.waiting] if core.waiting.size else np.zeros(0, dtype=np.int64)
+        return EngineStats(
+            num_running=int(core.running.size),
+            num_waiting=int(np.count_nonzero(states == WAITING)),
+            num_swapped=int(np.count_nonzero(states == SWAPPED)),
+            num_free_blocks=int(core.gpu.num_free),
+            num_total_blocks=int(core.gpu.capacity),
+            step_time_s=self._step_ewma,
+            num_steps=core.counters.num_steps,
+            num_preemptions=core.counters.num_preemptions,
+            num_finished=core.counters.num_finished,
+            policy=core.policy.name,
+        )
+
+    async def shutdown(self) -> None:
+        """Stop stepping and end every open stream with ``abort``."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for stream in list(self._streams.values()):
+            self.core.abort(stream.slot)
+            self._close(stream, "abort", self.clock())
+
+    # -- internals --------------------------------------------------------------------------
+    async def _iterate(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await stream.queue.get()
+                yield event
+                if event.is_final:
+                    return
+        finally:
+            # The consumer went away early (client disconnect): free the engine's memory.
+            if stream.request_id in self._streams:
+                self.core.abort(stream.slot)
+                self._forget(stream)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            while self.core.has_work:
+                start = self.clock()
+                result = self.core.step(start)
+                await self._sleep(max(0.0, start + result.duration - self.clock()))
+                self._step_ewma = 0.9 * self._step_ewma + 0.1 * result.duration if self._step_ewma else result.duration
+                self._publish(result, start + result.duration)
+        except Exception as exc:  # a bug must not leave streams hanging: end them with an error
+            for stream in list(self._streams.values()):
+                self._close(stream, "error", self.clock(), error=f"engine failure: {exc!r}")
+            raise
+
+    def _publish(self, result, t: float) -> None:
+        finished = set(result.finished.tolist())
+        for slot in result.emitted.tolist():
+            stream = self._by_slot.get(slot)
+            if stream is None:
+                continue
+            index = int(self.core.num_generated[slot]) - 1
+            reason = None
+            if slot in finished:
+                reason = stream.finish_reason
+            stream.queue.put_nowait(
+                TokenEvent(stream.request_id, index, (index,), make_text(index), t, reason,
+                           int(self.core.num_preemptions[slot]))
+            )
+            if reason is not None:
+                self._forget(stream)
+
+    def _close(self, stream: _Stream, reason: str, t: float, error: str | None = None) -> None:
+        index = int(self.core.num_generated[stream.slot])
+        stream.queue.put_nowait(
+            TokenEvent(stream.request_id, index, (), "", t, reason,  # type: ignore[arg-type]
+                       int(self.core.num_preemptions[stream.slot]), error)
+        )
+        self._forget(stream)
+
+    def _forget(self, stream: _Stream) -> None:
+        self._streams.pop(stream.request_id, None)
+        self._by_slot.pop(stream.slot, None)

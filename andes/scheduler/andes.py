@@ -1,0 +1,249 @@
+"""The Andes policy (spec section 3): token-level, preemptive, QoE-gain knapsack.
+
+Every step the policy asks, for each request, how much QoE it would lose over the next
+``horizon_s`` seconds if it were left out of the batch (its *gain*), and picks the batch that
+keeps the most QoE within KV memory. A request far ahead of its reader loses nothing by
+pausing (the client buffer hides the pause), so its memory goes to someone who is waiting.
+
+The solve is vectorised over (candidate batch sizes x requests): a gain matrix from the closed
+form ``andes.qoe.project_qoe``, one sort per row, one cumulative sum per row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from andes.latency import LatencyModel
+from andes.qoe import project_qoe
+from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
+
+__all__ = ["AndesConfig", "AndesPolicy"]
+
+Objective = Literal["avg", "min", "count"]
+
+
+@dataclass(frozen=True)
+class AndesConfig:
+    """Knobs of the Andes policy; defaults follow the published implementation (spec section 7)."""
+
+    objective: Objective = "avg"
+    horizon_s: float = 10.0  # look-ahead dt for projected QoE
+    solve_every: int = 10  # selective triggering: full knapsack at most every k steps
+    pressure_threshold: float = 0.9  # ... and only when running KV use is at least this share
+    running_bonus: float = 0.1  # stickiness: running requests' gain x (1 + bonus)
+    max_preemptions_per_request: float = 1.0  # v1 cap P on average preemptions; inf disables
+    refiner: bool = True  # v2 overhead-aware refiner on (entrant, victim) pairs
+    qoe_threshold: float = 0.95  # for objective "count"
+    num_batch_sizes: int = 8  # candidate batch sizes searched in [b_min, b_max]
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("avg", "min", "count"):
+            raise ValueError(f"objective: must be 'avg', 'min' or 'count' (got {self.objective!r})")
+        if not (math.isfinite(self.horizon_s) and self.horizon_s > 0):
+            raise ValueError(f"horizon_s: must be a finite number > 0 (got {self.horizon_s})")
+        if self.solve_every < 1:
+            raise ValueError(f"solve_every: must be >= 1 (got {self.solve_every})")
+        if not 0.0 <= self.pressure_threshold <= 1.0:
+            raise ValueError(f"pressure_threshold: must be in [0, 1] (got {self.pressure_threshold})")
+        if self.running_bonus < 0:
+            raise ValueError(f"running_bonus: must be >= 0 (got {self.running_bonus})")
+        if not self.max_preemptions_per_request >= 0:
+            raise ValueError("max_preemptions_per_request: must be >= 0 (inf disables the cap)")
+        if self.num_batch_sizes < 1:
+            raise ValueError(f"num_batch_sizes: must be >= 1 (got {self.num_batch_sizes})")
+
+
+@dataclass(frozen=True)
+class AndesPolicy:
+    """QoE-gain knapsack with batch-size search, selective triggering and a preemption cap."""
+
+    config: AndesConfig = AndesConfig()
+    name: str = "andes"
+
+    def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
+        n = len(view)
+        if n == 0:
+            return Decision(run=np.zeros(0, dtype=np.int64))
+        capacity = budget.num_gpu_blocks
+        if view.num_blocks.sum() <= capacity and n <= budget.max_num_seqs:
+            return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
+        restore = _restore_seconds(view, latency)
+        running_blocks = int(view.num_blocks[view.is_running].sum())
+        is_solve_step = budget.step_index % self.config.solve_every == 0
+        if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
+            return self._solve(view, budget, latency, now, restore)
+        return self._admit(view, budget, latency, now, restore)
+
+    # -- the light path: keep who runs, admit by gain per block into free memory ------------
+    def _admit(self, view, budget, latency, now, restore) -> Decision:
+        b = max(1, min(view.num_running + 1, budget.max_num_seqs))
+        gain = self._gains(view, latency, now, restore, np.array([b]))[0]
+        density = gain / view.num_blocks
+        running = np.flatnonzero(view.is_running)
+        running = running[np.argsort(-density[running], kind="stable")]
+        kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
+        waiting = np.flatnonzero(~view.is_running)
+        waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
+        free = budget.num_gpu_blocks - int(view.num_blocks[kept].sum())
+        admitted = fill_in_order(waiting, view.num_blocks, free, budget.max_num_seqs - kept.size, skip=True)
+        victims = np.setdiff1d(running, kept, assume_unique=True)
+        return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
+
+    # -- the full solve ---------------------------------------------------------------------
+    def _solve(self, view, budget, latency, now, restore) -> Decision:
+        sizes = self._batch_sizes(view, budget, latency)
+        gains = self._gains(view, latency, now, restore, sizes)  # (len(sizes), n)
+        density = gains / view.num_blocks[None, :]
+        # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest.
+        tiebreak = np.lexsort((view.arrival, ~view.is_running))
+        rank_of = np.empty(len(view), dtype=np.int64)
+        rank_of[tiebreak] = np.arange(len(view))
+        order = np.lexsort((np.broadcast_to(rank_of, density.shape), -density), axis=1)
+        cum = np.cumsum(view.num_blocks[order], axis=1)
+        pos = np.arange(len(view))[None, :]
+        chosen = (cum <= budget.num_gpu_blocks) & (pos < sizes[:, None])
+        totals = (np.take_along_axis(gains, order, axis=1) * chosen).sum(axis=1)
+        best = int(np.argmax(totals))
+        selected = order[best][chosen[best]]
+        gain = gains[best]
+        return self._refine(view, budget, latency, selected, gain, restore)
+
+    def _refine(self, view, budget, latency, selected, gain, restore) -> Decision:
+        """Apply the preemption cap and the overhead-aware refiner to the knapsack's choice.
+
+        Entrants (in the selection, not running) are taken best-first; each needs free memory
+        or victims (running, not selected), taken least valuable first. A prefix of entrants is
+        accepted only if its gain beats what its victims lose plus the stall its restore
+        imposes on the batch, and only within the preemption budget.
+        """
+        in_sel = np.zeros(len(view), dtype=bool)
+        in_sel[selected] = True
+        kept = selected[view.is_running[selected]]
+        entrants = selected[~view.is_running[selected]]
+        victims = np.flatnonzero(view.is_running & ~in_sel)
+        density = gain / view.num_blocks
+        victims = victims[np.argsort(density[victims], kind="stable")]
+        victim_blocks = view.num_blocks[victims]
+        free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
+        # Running requests outgrew memory: evicting the least valuable is forced, not chosen.
+        forced = 0 if free >= 0 else int(np.searchsorted(np.cumsum(victim_blocks), -free) + 1)
+        free += int(victim_blocks[:forced].sum())
+        cap = self._preemption_allowance(budget)
+        j = _best_entrant_prefix(
+            entrant_gain=gain[entrants],
+            entrant_blocks=view.num_blocks[entrants],
+            entrant_restore=restore[entrants] if self.config.refiner else np.zeros(entrants.size),
+            victim_gain=gain[victims[forced:]],
+            victim_blocks=victim_blocks[forced:],
+            free=free,
+            cap=cap,
+            stall_cost_per_s=gain[kept].sum() / self.config.horizon_s,
+        )
+        admitted = entrants[:j]
+        need = int(view.num_blocks[admitted].sum()) - free
+        chosen = 0 if need <= 0 else int(np.searchsorted(np.cumsum(victim_blocks[forced:]), need) + 1)
+        evicted, spared = victims[: forced + chosen], victims[forced + chosen :]
+        run = np.concatenate([kept, spared[::-1], admitted])
+        return self._finish(view, budget, latency, run, evicted, solved=True)
+
+    def _finish(self, view, budget, latency, run, victims, *, solved) -> Decision:
+        is_swap, _ = latency.preemption_costs(view.context_tokens[victims])
+        # Swap only while host memory lasts; the rest falls back to recompute.
+        cum = np.cumsum(np.where(is_swap, view.num_blocks[victims] - 1, 0))
+        is_swap &= cum <= budget.num_free_cpu_blocks
+        return Decision(run=run.astype(np.int64), preempt=victims.astype(np.int64), swap=is_swap, solved=solved)
+
+    def _preemption_allowance(self, budget: Budget) -> int:
+        p = self.config.max_preemptions_per_request
+        if math.isinf(p):
+            return 1 << 30
+        return max(0, int(p * budget.num_requests_seen) - budget.num_preemptions_total)
+
+    def _batch_sizes(self, view, budget, latency) -> np.ndarray:
+        """Candidate batch sizes: from b_min (largest batch that still outpaces the most
+        demanding reader: no smaller batch can help anyone) to b_max (shortest requests
+        packed into memory)."""
+        cum = np.cumsum(np.sort(view.num_blocks))
+        b_max = int(min(np.searchsorted(cum, budget.num_gpu_blocks, side="right"), budget.max_num_seqs, len(view)))
+        b_max = max(b_max, 1)
+        mean_ctx = float(view.context_tokens.mean())
+        sizes = np.arange(1, b_max + 1)
+        fast_enough = latency.decode_time(sizes, sizes * mean_ctx) <= 1.0 / float(view.tds.max())
+        b_min = int(sizes[fast_enough].max()) if fast_enough.any() else 1
+        return np.unique(np.linspace(b_min, b_max, self.config.num_batch_sizes).round().astype(np.int64))
+
+    def _gains(self, view, latency, now, restore, sizes) -> np.ndarray:
+        """QoE each request loses over the horizon if left out, for each batch size (rows)."""
+        dt = self.config.horizon_s
+        rel = now - view.arrival
+        mean_ctx = float(view.context_tokens.mean())
+        lat = np.asarray(latency.decode_time(sizes, sizes * mean_ctx), dtype=np.float64)[:, None]
+        first = rel + restore + lat  # (sizes, n): next token if served from now on
+        k = np.maximum(np.floor((dt - restore - lat) / lat) + 1.0, 0.0)
+        remaining = view.remaining_tokens
+        known = np.isfinite(remaining)
+        k = np.where(known, np.minimum(k, np.where(known, remaining, 0.0)), k)
+        finished = known & (k >= remaining)
+        state = (view.num_output_tokens, view.last_digest, view.delay_area, view.ttft, view.tds)
+        q_serve = project_qoe(*state, num_new=k, first_arrival=first, spacing=lat, t_eval=rel + dt,
+                              is_finished=finished)
+        q_wait = project_qoe(*state, num_new=np.zeros(len(view)), first_arrival=rel, spacing=0.0,
+                             t_eval=rel + dt)
+        gain = self._objective_gain(q_serve, q_wait)
+        return gain * np.where(view.is_running, 1.0 + self.config.running_bonus, 1.0)
+
+    def _objective_gain(self, q_serve: np.ndarray, q_wait: np.ndarray) -> np.ndarray:
+        helps = np.maximum(q_serve - q_wait, 0.0)
+        if self.config.objective == "avg":
+            return helps
+        if self.config.objective == "min":
+            # Max-min: the worst-off first, but only where serving actually helps.
+            return np.where(helps > 1e-9, 1.0 - q_wait + 1e-3 * helps, 0.0)
+        rescued = (q_serve >= self.config.qoe_threshold) & (q_wait < self.config.qoe_threshold)
+        return np.where(rescued, 1.0, 0.0) + 1e-3 * helps
+
+
+def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
+    return np.lexsort((view.arrival, ~view.is_running)).astype(np.int64)
+
+
+def _restore_seconds(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
+    """Delay before a request's next token if chosen now: 0 running, swap-in or (re)prefill."""
+    ctx = view.context_tokens
+    swap_in = np.asarray(latency.swap_time(ctx), dtype=np.float64)
+    prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
+    return np.where(view.is_running, 0.0, np.where(view.is_swapped, swap_in, prefill))
+
+
+def _best_entrant_prefix(
+    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, free, cap,
+    stall_cost_per_s,
+) -> int:
+    """How many entrants (best first) to admit: the prefix with the largest net gain.
+
+    Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
+    make room (least valuable first) - the stall their restores cost the running batch. Only the
+    entrants that need a victim pay the stall; one that fits in free memory is plain admission.
+    """
+    if entrant_gain.size == 0:
+        return 0
+    cum_blocks = np.cumsum(entrant_blocks)
+    need = cum_blocks - free
+    cum_vblocks = np.concatenate([[0], np.cumsum(victim_blocks)])
+    cum_vgain = np.concatenate([[0.0], np.cumsum(victim_gain)])
+    num_victims = np.where(need > 0, np.searchsorted(cum_vblocks, need, side="left"), 0)
+    feasible = (num_victims < cum_vblocks.size) & (num_victims <= cap)
+    num_victims = np.minimum(num_victims, cum_vblocks.size - 1)
+    stall = np.cumsum(np.where(need > 0, entrant_restore, 0.0)) * stall_cost_per_s
+    net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall
+    net = np.where(feasible, net, -np.inf)
+    # Free-memory admissions alone (no victim) are always worth it.
+    no_victim = int(np.searchsorted(need, 0, side="right"))
+    best = int(np.argmax(net)) + 1 if np.isfinite(net).any() else 0
+    if best == 0 or net[best - 1] <= 0:
+        return no_victim
+    return max(best, no_victim)
