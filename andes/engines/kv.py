@@ -48,14 +48,15 @@ class BlockPool:
             self.held[slots] += extra
             self.num_free -= total
             return slots[:0]
-        ok = np.cumsum(extra) <= self.num_free
+        # A slot that already holds enough never counts as short, wherever it stands.
+        ok = (np.cumsum(extra) <= self.num_free) | (extra == 0)
         self.held[slots[ok]] += extra[ok]
         self.num_free -= int(extra[ok].sum())
         return slots[~ok]
 
     def free(self, slots: np.ndarray | int) -> int:
         """Release everything ``slots`` hold; return how many blocks that was."""
-        slots = np.atleast_1d(slots)
+        slots = np.unique(np.atleast_1d(slots))  # a slot listed twice is released once
         n = int(self.held[slots].sum())
         self.held[slots] = 0
         self.num_free += n
