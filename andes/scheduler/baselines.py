@@ -49,9 +49,10 @@ class FCFSPolicy:
 class RoundRobinPolicy:
     """Time slicing: a request runs for ``quantum_s`` then yields to those that waited longest.
 
-    Running requests still inside their quantum keep their place; everyone else is ordered by
-    how long ago they last changed state, oldest first, so each waiting request eventually
-    reaches the front.
+    Running requests still inside their quantum keep their place; waiting requests follow,
+    ordered by how long ago they last changed state (oldest first), and running requests whose
+    quantum is spent go to the back of the queue, so each waiting request eventually reaches
+    the front.
     """
 
     quantum_s: float = 2.0
@@ -59,7 +60,8 @@ class RoundRobinPolicy:
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
         in_quantum = view.is_running & (now - view.last_change < self.quantum_s)
-        key = np.where(in_quantum, -np.inf, view.last_change)
+        # A spent quantum re-queues the request now: behind everyone already waiting.
+        key = np.where(in_quantum, -np.inf, np.where(view.is_running, now, view.last_change))
         order = np.lexsort((view.arrival, key))
         run = fill_in_order(order, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         return _decision(view, run)
