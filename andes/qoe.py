@@ -127,9 +127,11 @@ def qoe_many(
     chunk_cells = 4_000_000
     start = 0
     while start < len(order):
-        width = max(int(lengths[order[min(len(order) - 1, start)]]), 1)
-        rows = max(1, chunk_cells // max(width, 1))
-        stop = min(len(order), start + rows)
+        # Rows are sorted by length, so the chunk's last row sets its width: shrink the chunk
+        # until rows x that width fits the cell budget.
+        stop = min(len(order), start + max(1, chunk_cells // max(int(lengths[order[start]]), 1)))
+        while stop - start > 1 and (stop - start) * int(lengths[order[stop - 1]]) > chunk_cells:
+            stop = start + max(1, chunk_cells // max(int(lengths[order[stop - 1]]), 1))
         idx = order[start:stop]
         width = max(int(lengths[idx].max()), 1)
         out[idx] = _qoe_padded([times[i] for i in idx], lengths[idx], ttft[idx], tds[idx], width)

@@ -483,12 +483,6 @@ def test_qoe_many_ragged_hand_example():
     assert qoe_many([], [], []).shape == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qoe_many sizes each chunk by its SHORTEST row (rows = 4e6 // width of the chunk's first "
-    "row) but pads to its LONGEST, so one long request among many short ones makes a single chunk of "
-    "rows x max_len cells, far past the 4e6-cell bound its docstring promises (memory blow-up)",
-)
 def test_qoe_many_chunks_stay_bounded(monkeypatch):
     import andes.qoe as qoe_mod
 

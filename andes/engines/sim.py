@@ -163,6 +163,7 @@ class SimCore:
             num_preemptions=self.num_preemptions[cand],
             last_change=self.last_change[cand],
             remaining_tokens=remaining,
+            num_uncomputed=np.where(self.state[cand] == RUNNING, ctx - self.num_computed[cand], 0),
         )
 
     def _preempt(self, victims: np.ndarray, swap: np.ndarray, now: float) -> float:

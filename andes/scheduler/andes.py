@@ -80,10 +80,14 @@ class AndesPolicy:
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
     def _admit(self, view, budget, latency, now, restore) -> Decision:
+        running = np.flatnonzero(view.is_running)
+        free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
+        waiting_blocks = view.num_blocks[~view.is_running]
+        if free >= 0 and (running.size >= budget.max_num_seqs or free < waiting_blocks.min()):
+            return Decision(run=running)  # nothing fits and nobody must leave: no gains needed
         b = max(1, min(view.num_running + 1, budget.max_num_seqs))
         gain = self._gains(view, latency, now, restore, np.array([b]))[0]
         density = gain / view.num_blocks
-        running = np.flatnonzero(view.is_running)
         running = running[np.argsort(-density[running], kind="stable")]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = np.flatnonzero(~view.is_running)
@@ -129,31 +133,35 @@ class AndesPolicy:
         victims = victims[np.argsort(density[victims], kind="stable")]
         victim_blocks = view.num_blocks[victims]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
-        # Running requests outgrew memory: evicting the least valuable is forced, not chosen.
+        # Running requests outgrew memory (or the batch cap): evicting the least valuable is
+        # forced, not chosen.
         forced = 0 if free >= 0 else int(np.searchsorted(np.cumsum(victim_blocks), -free) + 1)
+        forced = min(max(forced, view.num_running - budget.max_num_seqs), victims.size)
         free += int(victim_blocks[:forced].sum())
+        free_seats = budget.max_num_seqs - (view.num_running - forced)
         cap = self._preemption_allowance(budget)
-        j = _best_entrant_prefix(
+        j, chosen = _best_entrant_prefix(
             entrant_gain=gain[entrants],
             entrant_blocks=view.num_blocks[entrants],
             entrant_restore=restore[entrants] if self.config.refiner else np.zeros(entrants.size),
             victim_gain=gain[victims[forced:]],
             victim_blocks=victim_blocks[forced:],
             free=free,
+            free_seats=free_seats,
             cap=cap,
             stall_cost_per_s=gain[kept].sum() / self.config.horizon_s,
         )
         admitted = entrants[:j]
-        need = int(view.num_blocks[admitted].sum()) - free
-        chosen = 0 if need <= 0 else int(np.searchsorted(np.cumsum(victim_blocks[forced:]), need) + 1)
         evicted, spared = victims[: forced + chosen], victims[forced + chosen :]
         run = np.concatenate([kept, spared[::-1], admitted])
         return self._finish(view, budget, latency, run, evicted, solved=True)
 
     def _finish(self, view, budget, latency, run, victims, *, solved) -> Decision:
         is_swap, _ = latency.preemption_costs(view.context_tokens[victims])
-        # Swap only while host memory lasts; the rest falls back to recompute.
-        cum = np.cumsum(np.where(is_swap, view.num_blocks[victims] - 1, 0))
+        # Swap only while host memory lasts; the rest falls back to recompute. A victim holds
+        # the blocks of its context (num_blocks also counts the next token's slot).
+        held = np.asarray(latency.blocks_for(view.context_tokens[victims]), dtype=np.int64)
+        cum = np.cumsum(np.where(is_swap, held, 0))
         is_swap &= cum <= budget.num_free_cpu_blocks
         return Decision(run=run.astype(np.int64), preempt=victims.astype(np.int64), swap=is_swap, solved=solved)
 
@@ -212,38 +220,42 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
 
 
 def _restore_seconds(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
-    """Delay before a request's next token if chosen now: 0 running, swap-in or (re)prefill."""
+    """Delay before a request's next token if chosen now: the rest of its prefill if running,
+    else swap-in or a full (re)prefill of its context."""
     ctx = view.context_tokens
     swap_in = np.asarray(latency.swap_time(ctx), dtype=np.float64)
     prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
-    return np.where(view.is_running, 0.0, np.where(view.is_swapped, swap_in, prefill))
+    rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
+    return np.where(view.is_running, rest, np.where(view.is_swapped, swap_in, prefill))
 
 
 def _best_entrant_prefix(
-    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, free, cap,
-    stall_cost_per_s,
-) -> int:
-    """How many entrants (best first) to admit: the prefix with the largest net gain.
+    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, free,
+    free_seats, cap, stall_cost_per_s,
+) -> tuple[int, int]:
+    """How many entrants (best first) to admit, and how many victims that evicts.
 
     Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
-    make room (least valuable first) - the stall their restores cost the running batch. Only the
-    entrants that need a victim pay the stall; one that fits in free memory is plain admission.
+    make room (least valuable first; room is KV memory and batch seats) - the stall their
+    restores cost the running batch. Only the entrants that need a victim pay the stall; one
+    that fits in free memory and a free seat is plain admission.
     """
     if entrant_gain.size == 0:
-        return 0
+        return 0, 0
     cum_blocks = np.cumsum(entrant_blocks)
     need = cum_blocks - free
     cum_vblocks = np.concatenate([[0], np.cumsum(victim_blocks)])
     cum_vgain = np.concatenate([[0.0], np.cumsum(victim_gain)])
-    num_victims = np.where(need > 0, np.searchsorted(cum_vblocks, need, side="left"), 0)
+    for_memory = np.where(need > 0, np.searchsorted(cum_vblocks, need, side="left"), 0)
+    for_seats = np.maximum(np.arange(1, entrant_gain.size + 1) - free_seats, 0)
+    num_victims = np.maximum(for_memory, for_seats)
+    # Plain admissions (no victim needed) are always worth it; counted before the clip below.
+    no_victim = int(np.count_nonzero(num_victims == 0))
     feasible = (num_victims < cum_vblocks.size) & (num_victims <= cap)
     num_victims = np.minimum(num_victims, cum_vblocks.size - 1)
-    stall = np.cumsum(np.where(need > 0, entrant_restore, 0.0)) * stall_cost_per_s
+    stall = np.cumsum(np.where(num_victims > 0, entrant_restore, 0.0)) * stall_cost_per_s
     net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall
     net = np.where(feasible, net, -np.inf)
-    # Free-memory admissions alone (no victim) are always worth it.
-    no_victim = int(np.searchsorted(need, 0, side="right"))
     best = int(np.argmax(net)) + 1 if np.isfinite(net).any() else 0
-    if best == 0 or net[best - 1] <= 0:
-        return no_victim
-    return max(best, no_victim)
+    j = no_victim if best == 0 or net[best - 1] <= 0 else max(best, no_victim)
+    return j, int(num_victims[j - 1]) if j else 0

@@ -42,6 +42,13 @@ class SchedulerView:
     num_preemptions: np.ndarray
     last_change: np.ndarray  # engine clock of the last admission, preemption or arrival
     remaining_tokens: np.ndarray  # expected tokens still to generate; NaN when unknown
+    # Context tokens whose KV is still to be (re)computed before the next token: 0 for a
+    # decoding request, the rest of the prompt for one mid-prefill. None means all 0.
+    num_uncomputed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_uncomputed is None:
+            self.num_uncomputed = np.zeros(self.is_running.shape[0], dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.is_running.shape[0])

@@ -59,7 +59,9 @@ class RoundRobinPolicy:
     name: str = "round_robin"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
-        in_quantum = view.is_running & (now - view.last_change < self.quantum_s)
+        # The quantum counts only once prefill is done: otherwise a long prefill queue evicts
+        # requests before their first token, over and over (a livelock).
+        in_quantum = view.is_running & ((now - view.last_change < self.quantum_s) | (view.num_uncomputed > 0))
         # A spent quantum re-queues the request now: behind everyone already waiting.
         key = np.where(in_quantum, -np.inf, np.where(view.is_running, now, view.last_change))
         order = np.lexsort((view.arrival, key))
