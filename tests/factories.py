@@ -11,13 +11,15 @@ import math
 
 import numpy as np
 
+from hypothesis import strategies as st
+
 from andes.latency import LatencyModel, LatencyProfile, load_profile
-from andes.scheduler.base import Budget, SchedulerView
+from andes.scheduler.base import Budget, Decision, SchedulerView
 from andes.workload import TraceRequest
 
 __all__ = [
-    "make_budget", "make_latency", "make_profile", "make_trace", "make_view", "req",
-    "shipped_latency", "subview",
+    "check_decision", "ids", "make_budget", "make_latency", "make_profile", "make_trace", "make_view", "req",
+    "shipped_latency", "subview", "views",
 ]
 
 
@@ -126,3 +128,44 @@ def make_trace(*specs: tuple) -> list[TraceRequest]:
         out.append(TraceRequest(arrival=arrival, prompt_tokens=prompt, output_tokens=output,
                                 ttft=ttft, tds=tds))
     return out
+
+
+def ids(a) -> list[int]:
+    """Indices as a plain list, for readable comparisons."""
+    return [int(x) for x in a]
+
+
+def check_decision(view, budget, d: Decision) -> None:
+    """What every policy owes the engine: a well-formed plan that fits."""
+    run, pre = ids(d.run), ids(d.preempt)
+    assert len(set(run)) == len(run) and len(set(pre)) == len(pre)
+    assert not set(run) & set(pre)
+    running = set(np.flatnonzero(view.is_running).tolist())
+    assert set(pre) <= running
+    assert running <= set(run) | set(pre)  # a running request either runs or is preempted
+    assert d.swap.shape == d.preempt.shape
+    assert int(view.num_blocks[d.run].sum()) <= budget.num_gpu_blocks
+    assert len(run) <= budget.max_num_seqs
+
+
+@st.composite
+def views(draw):
+    """Random but well-formed views: up to 10 requests, running ones first."""
+    n = draw(st.integers(1, 10))
+    num_running = draw(st.integers(0, n))
+    rows = []
+    for i in range(n):
+        output = draw(st.integers(0, 20))
+        rows.append(req(
+            running=i < num_running,
+            swapped=i >= num_running and draw(st.booleans()),
+            arrival=draw(st.floats(0, 20)),
+            ttft=draw(st.floats(0.2, 5)),
+            tds=draw(st.floats(1, 20)),
+            prompt=draw(st.integers(1, 40)),
+            output=output,
+            last_digest=draw(st.floats(0, 40)) if output else None,
+            delay_area=draw(st.floats(0, 50)) if output else 0.0,
+            last_change=draw(st.floats(0, 30)),
+        ))
+    return make_view(*rows)

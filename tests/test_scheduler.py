@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import make_budget, make_latency, make_view, req
+from factories import check_decision, ids, make_budget, make_latency, make_view, req, views
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,10 +18,6 @@ from andes.scheduler.baselines import (
 from andes.qoe import live_qoe
 
 LAT = make_latency()
-
-
-def ids(a) -> list[int]:
-    return [int(x) for x in a]
 
 
 # ---------------------------------------------------------------- fill_in_order
@@ -132,22 +128,6 @@ def test_decision_defaults_and_view_helpers():
     assert len(view) == 2 and view.num_running == 1
     assert ids(view.context_tokens) == [8, 7]
     assert len(SchedulerView.empty()) == 0
-
-
-# ---------------------------------------------------------------- shared decision checks
-
-
-def check_decision(view, budget, d: Decision) -> None:
-    """What every policy owes the engine: a well-formed plan that fits."""
-    run, pre = ids(d.run), ids(d.preempt)
-    assert len(set(run)) == len(run) and len(set(pre)) == len(pre)
-    assert not set(run) & set(pre)
-    running = set(np.flatnonzero(view.is_running).tolist())
-    assert set(pre) <= running
-    assert running <= set(run) | set(pre)  # a running request either runs or is preempted
-    assert d.swap.shape == d.preempt.shape
-    assert int(view.num_blocks[d.run].sum()) <= budget.num_gpu_blocks
-    assert len(run) <= budget.max_num_seqs
 
 
 # ---------------------------------------------------------------- FCFS
@@ -307,28 +287,6 @@ def test_lqf_ties_go_to_the_oldest():
 
 
 # ---------------------------------------------------------------- every baseline, random views
-
-
-@st.composite
-def views(draw):
-    n = draw(st.integers(1, 10))
-    num_running = draw(st.integers(0, n))
-    rows = []
-    for i in range(n):
-        output = draw(st.integers(0, 20))
-        rows.append(req(
-            running=i < num_running,
-            swapped=i >= num_running and draw(st.booleans()),
-            arrival=draw(st.floats(0, 20)),
-            ttft=draw(st.floats(0.2, 5)),
-            tds=draw(st.floats(1, 20)),
-            prompt=draw(st.integers(1, 40)),
-            output=output,
-            last_digest=draw(st.floats(0, 40)) if output else None,
-            delay_area=draw(st.floats(0, 50)) if output else 0.0,
-            last_change=draw(st.floats(0, 30)),
-        ))
-    return make_view(*rows)
 
 
 @settings(max_examples=60, deadline=None)

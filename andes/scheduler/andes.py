@@ -49,10 +49,12 @@ class AndesConfig:
             raise ValueError(f"solve_every: must be >= 1 (got {self.solve_every})")
         if not 0.0 <= self.pressure_threshold <= 1.0:
             raise ValueError(f"pressure_threshold: must be in [0, 1] (got {self.pressure_threshold})")
-        if self.running_bonus < 0:
-            raise ValueError(f"running_bonus: must be >= 0 (got {self.running_bonus})")
+        if not (math.isfinite(self.running_bonus) and self.running_bonus >= 0):
+            raise ValueError(f"running_bonus: must be a finite number >= 0 (got {self.running_bonus})")
         if not self.max_preemptions_per_request >= 0:
             raise ValueError("max_preemptions_per_request: must be >= 0 (inf disables the cap)")
+        if not 0.0 <= self.qoe_threshold <= 1.0:
+            raise ValueError(f"qoe_threshold: must be in [0, 1] (got {self.qoe_threshold})")
         if self.num_batch_sizes < 1:
             raise ValueError(f"num_batch_sizes: must be >= 1 (got {self.num_batch_sizes})")
 
@@ -83,18 +85,19 @@ class AndesPolicy:
         running = np.flatnonzero(view.is_running)
         free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
         waiting_blocks = view.num_blocks[~view.is_running]
-        if free >= 0 and (running.size >= budget.max_num_seqs or free < waiting_blocks.min()):
+        seats = budget.max_num_seqs - running.size
+        if free >= 0 and seats >= 0 and (seats == 0 or free < waiting_blocks.min()):
             return Decision(run=running)  # nothing fits and nobody must leave: no gains needed
         b = max(1, min(view.num_running + 1, budget.max_num_seqs))
         gain = self._gains(view, latency, now, restore, np.array([b]))[0]
         density = gain / view.num_blocks
-        running = running[np.argsort(-density[running], kind="stable")]
+        running = running[np.lexsort((view.arrival[running], -density[running]))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = np.flatnonzero(~view.is_running)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
         free = budget.num_gpu_blocks - int(view.num_blocks[kept].sum())
         admitted = fill_in_order(waiting, view.num_blocks, free, budget.max_num_seqs - kept.size, skip=True)
-        victims = np.setdiff1d(running, kept, assume_unique=True)
+        victims = running[~np.isin(running, kept)]  # priority order, not view order
         return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
 
     # -- the full solve ---------------------------------------------------------------------
@@ -130,13 +133,15 @@ class AndesPolicy:
         entrants = selected[~view.is_running[selected]]
         victims = np.flatnonzero(view.is_running & ~in_sel)
         density = gain / view.num_blocks
-        victims = victims[np.argsort(density[victims], kind="stable")]
-        victim_blocks = view.num_blocks[victims]
+        # Least valuable first; among equals the newest yields (as in vLLM).
+        victims = victims[np.lexsort((-view.arrival[victims], density[victims]))]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
-        # Running requests outgrew memory (or the batch cap): evicting the least valuable is
-        # forced, not chosen.
-        forced = 0 if free >= 0 else int(np.searchsorted(np.cumsum(victim_blocks), -free) + 1)
-        forced = min(max(forced, view.num_running - budget.max_num_seqs), victims.size)
+        # Running requests outgrew memory (or the batch cap): those evictions are forced, not
+        # chosen, and come first in ``victims``.
+        is_forced = _forced(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
+        victims = np.concatenate([victims[is_forced], victims[~is_forced]])
+        victim_blocks = view.num_blocks[victims]
+        forced = int(is_forced.sum())
         free += int(victim_blocks[:forced].sum())
         free_seats = budget.max_num_seqs - (view.num_running - forced)
         cap = self._preemption_allowance(budget)
@@ -227,6 +232,30 @@ def _restore_seconds(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
     prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
     rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
     return np.where(view.is_running, rest, np.where(view.is_swapped, swap_in, prefill))
+
+
+def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.ndarray:
+    """Which victims (least valuable first) must go to free ``overflow`` blocks and
+    ``excess_seats`` batch seats: the shortest such prefix, less any member it can spare.
+
+    A prefix alone can over-evict: a small victim taken before a large one is not needed once
+    the large one has gone.
+    """
+    take = np.zeros(victim_blocks.size, dtype=bool)
+    overflow, excess_seats = max(int(overflow), 0), max(int(excess_seats), 0)
+    if overflow == 0 and excess_seats == 0:
+        return take
+    n = 0 if overflow == 0 else int(np.searchsorted(np.cumsum(victim_blocks), overflow) + 1)
+    n = min(max(n, excess_seats), victim_blocks.size)
+    take[:n] = True
+    spare_blocks = int(victim_blocks[:n].sum()) - overflow
+    spare_seats = n - excess_seats
+    for i in range(n - 1, -1, -1):  # the most valuable of them stay first
+        if spare_seats > 0 and victim_blocks[i] <= spare_blocks:
+            take[i] = False
+            spare_blocks -= int(victim_blocks[i])
+            spare_seats -= 1
+    return take
 
 
 def _best_entrant_prefix(
