@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from andes.scheduler.base import Budget, Decision, SchedulerView
 from andes.workload import TraceRequest
 
 __all__ = [
-    "check_decision", "ids", "make_budget", "make_latency", "make_profile", "make_trace", "make_view", "req",
+    "Recording", "check_decision", "ids", "make_budget", "make_latency", "make_profile", "make_trace", "make_view", "req",
     "shipped_latency", "subview", "views",
 ]
 
@@ -169,3 +170,16 @@ def views(draw):
             last_change=draw(st.floats(0, 30)),
         ))
     return make_view(*rows)
+
+
+@dataclass
+class Recording:
+    """A policy wrapper that keeps every view it was shown."""
+
+    inner: object
+    name: str = "recording"
+    views: list = field(default_factory=list)
+
+    def decide(self, view, budget, latency, now):
+        self.views.append(view)
+        return self.inner.decide(view, budget, latency, now)

@@ -243,14 +243,16 @@ class SimCore:
         if emitted.size == 0:
             return emitted
         starting = emitted[self.seg_start[emitted] < 0]
-        self.seg_start[starting] = step_idx
-        rel = t - self.arrival[emitted]
+        if starting.size:
+            self.seg_start[starting] = step_idx
+            self.last_change[starting] = t  # (re)admitted and prefilled: now it decodes
         n = self.num_generated[emitted]
         period = 1.0 / self.tds[emitted]
-        c = np.where(n == 0, rel, np.maximum(rel, self.last_digest[emitted] + period))
+        # last_digest is -inf before the first token, so the max picks the arrival time then.
+        c = np.maximum(t - self.arrival[emitted], self.last_digest[emitted] + period)
         self.delay_area[emitted] += np.maximum(c - (self.ttft[emitted] + n * period), 0.0)
         self.last_digest[emitted] = c
-        self.first_token[emitted] = np.where(n == 0, t, self.first_token[emitted])
+        self.first_token[emitted] = np.fmin(self.first_token[emitted], t)  # NaN until the first
         self.last_token[emitted] = t
         self.num_generated[emitted] = n + 1
         # The new token joins the context; its KV is written by the next decode step, whose
@@ -283,9 +285,9 @@ class SimCore:
         self.counters.num_finished += int(slots.size)
 
     # -- results ------------------------------------------------------------------------------
-    def token_times(self, slot: int) -> np.ndarray:
+    def token_times(self, slot: int, ends: np.ndarray | None = None) -> np.ndarray:
         """Delivery times of ``slot``'s tokens, seconds after its arrival."""
-        ends = np.asarray(self.step_ends)
+        ends = np.asarray(self.step_ends) if ends is None else ends
         parts = [ends[s : s + c] for s, c in self.segments.get(int(slot), ())]
         t = np.concatenate(parts) if parts else np.zeros(0)
         return t - self.arrival[slot]
@@ -301,6 +303,7 @@ class SimCore:
     def outcomes(self, request_ids: list[str] | None = None) -> list[RequestOutcome]:
         """One ``RequestOutcome`` per slot, in slot order."""
         q = self.qoe_of(np.arange(self.num_slots))
+        ends = np.asarray(self.step_ends)
         out = []
         for slot in range(self.num_slots):
             out.append(
@@ -308,7 +311,7 @@ class SimCore:
                     request_id=request_ids[slot] if request_ids else str(slot),
                     ttft=float(self.ttft[slot]),
                     tds=float(self.tds[slot]),
-                    token_times=self.token_times(slot),
+                    token_times=self.token_times(slot, ends),
                     status=self.status.get(slot, "failed"),  # type: ignore[arg-type]
                     num_preemptions=int(self.num_preemptions[slot]),
                     arrival=float(self.arrival[slot]),

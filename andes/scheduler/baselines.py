@@ -55,7 +55,7 @@ class RoundRobinPolicy:
     the front.
     """
 
-    quantum_s: float = 2.0
+    quantum_s: float = 10.0  # long enough that a quantum of decode outweighs the recompute it costs
     name: str = "round_robin"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:

@@ -1,0 +1,62 @@
+"""Tables on stdout and PNG plots for benchmark records (lists of flat dicts)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["format_table", "plot_metrics"]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def format_table(records: Sequence[dict], columns: Sequence[str]) -> str:
+    """A fixed-width text table of ``columns`` (missing values print as '-')."""
+    rows = [[_cell(r.get(c, math.nan)) for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+    line = "  ".join(c.rjust(w) for c, w in zip(columns, widths))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def plot_metrics(records: Sequence[dict], metrics: Sequence[str], prefix: Path, *, title: str = "") -> list[Path]:
+    """One PNG per metric: the metric against rate, a line per policy, a panel per trace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    traces = sorted({r["trace"] for r in records})
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    written = []
+    for metric in metrics:
+        fig, axes = plt.subplots(1, len(traces), figsize=(5.5 * len(traces), 4), squeeze=False)
+        for ax, trace in zip(axes[0], traces):
+            for policy in policies:
+                pts = sorted((r["rate"], r[metric]) for r in records if r["trace"] == trace and r["policy"] == policy)
+                if pts:
+                    xs, ys = zip(*pts)
+                    style = "--" if policy.endswith("oracle") else "-"
+                    ax.plot(xs, ys, style, marker="o", ms=3, label=policy)
+            ax.set_title(f"{trace}")
+            ax.set_xlabel("request rate (req/s)")
+            ax.set_ylabel(metric)
+            if metric.startswith("ttft"):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"{metric} vs load {('- ' + title) if title else ''}")
+        fig.tight_layout()
+        path = Path(f"{prefix}_{metric}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,89 @@
+"""The ``andes`` command: one entry point, a subcommand per job.
+
+- ``andes trace``: write a synthetic trace (JSONL);
+- ``andes simulate``: run one policy on a trace in virtual time and print its QoE summary;
+- ``andes bench``: QoE against load for every policy (``bench/qoe_vs_load.py``);
+- ``andes profiles``: list the latency profiles shipped with the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from andes.cli_trace import add_trace_parser
+
+__all__ = ["main"]
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from andes.benchmarks.runner import Job, TraceSpec, run_one
+    from andes.workload import read_trace
+
+    if args.trace:
+        trace = tuple(read_trace(args.trace))
+    else:
+        trace = TraceSpec(args.kind, args.rate, args.num_requests, args.seed)  # type: ignore[assignment]
+    record = run_one(Job(args.policy, trace, args.profile))
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from andes.benchmarks.qoe_vs_load import run
+
+    run(args)
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from andes.latency import list_profiles, load_profile
+
+    for name in list_profiles():
+        print(f"{name:24s} {load_profile(name).profile.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from andes.benchmarks.qoe_vs_load import add_arguments
+    from andes.benchmarks.runner import BENCH_POLICIES
+    from andes.latency import DEFAULT_PROFILE
+
+    parser = argparse.ArgumentParser(prog="andes", description="QoE-aware LLM text streaming (Andes).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_trace_parser(sub)
+
+    sim = sub.add_parser("simulate", help="run one policy on a trace in virtual time")
+    src = sim.add_mutually_exclusive_group()
+    src.add_argument("--trace", help="JSONL trace file to replay")
+    src.add_argument("--kind", choices=("poisson", "gamma", "burst"), default="poisson")
+    sim.add_argument("--rate", type=float, default=4.0, help="req/s for a synthetic trace")
+    sim.add_argument("--num-requests", type=int, default=1000)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--policy", choices=BENCH_POLICIES, default="andes")
+    sim.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile name or JSON file")
+    sim.set_defaults(func=_simulate)
+
+    bench = sub.add_parser("bench", help="QoE vs load for every policy (tables, JSON, plots)")
+    add_arguments(bench)
+    bench.set_defaults(func=_bench)
+
+    prof = sub.add_parser("profiles", help="list the shipped latency profiles")
+    prof.set_defaults(func=_profiles)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:  # bad files or values: one readable line, no traceback
+        print(f"andes {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
