@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from hypothesis import strategies as st
 
 from andes.latency import LatencyModel, LatencyProfile, load_profile
@@ -19,8 +18,8 @@ from andes.scheduler.base import Budget, Decision, SchedulerView
 from andes.workload import TraceRequest
 
 __all__ = [
-    "Recording", "check_decision", "ids", "make_budget", "make_latency", "make_profile", "make_trace", "make_view", "req",
-    "shipped_latency", "subview", "views",
+    "Recording", "check_decision", "ids", "make_budget", "make_latency", "make_profile",
+    "make_trace", "make_view", "req", "shipped_latency", "subview", "views",
 ]
 
 

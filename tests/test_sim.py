@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import Recording, make_latency, make_trace
+from factories import Recording, make_latency, make_trace, shipped_latency
 
 from andes.engines.sim import DONE, RUNNING, SWAPPED, WAITING, SimCore, simulate
 from andes.qoe import qoe
@@ -126,6 +126,17 @@ def test_single_request_timing_follows_the_latency_model():
 def test_memory_never_exceeds_capacity(policy):
     run_manually(starved_trace() + make_trace((0.5, 40, 20), (0.6, 3, 3)), policy,
                  check=check_memory)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=POLICY_IDS)
+def test_shipped_profile_with_little_memory_completes(policy):
+    # The default Llama-2-13B profile cut to 40 blocks (640 tokens): three 300-token requests
+    # cannot all stay resident.
+    lat = shipped_latency(num_gpu_blocks=40, num_cpu_blocks=20)
+    trace = make_trace(*((0.1 * i, 100, 200) for i in range(3)))
+    core, _ = run_manually(trace, policy, lat, check=check_memory)
+    assert core.counters.num_preemptions > 0
+    assert all(core.token_times(s).size == 200 for s in range(3))
 
 
 def test_starved_fcfs_preempts_by_recompute_and_still_completes():
