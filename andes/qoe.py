@@ -59,13 +59,12 @@ def expected_area(c_end: np.ndarray | float, n: np.ndarray | int, ttft, tds) -> 
     ``m = clip(ceil((c_end - ttft) * tds), 0, n)`` of them, an arithmetic series.
     """
     c_end = np.asarray(c_end, dtype=np.float64)
-    step = 1.0 / np.asarray(tds, dtype=np.float64)
+    tds = np.asarray(tds, dtype=np.float64)
     ttft = np.asarray(ttft, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        m = np.ceil((c_end - ttft) / step)
-    m = np.clip(np.nan_to_num(m, nan=0.0, neginf=0.0, posinf=0.0), 0, n)
+    # fmax/fmin map -inf (no token yet) and NaN to 0 without warnings: this runs every step.
+    m = np.fmin(np.fmax(np.ceil((c_end - ttft) * tds), 0.0), n)
     lead = np.where(m > 0, c_end - ttft, 0.0)  # c_end may be -inf (no tokens): m is 0 then
-    area = m * lead - step * m * (m - 1) / 2.0
+    area = m * lead - m * (m - 1) / (2.0 * tds)
     area = np.where(m > 0, area, 0.0)
     return area if area.ndim else float(area)
 
@@ -73,9 +72,9 @@ def expected_area(c_end: np.ndarray | float, n: np.ndarray | int, ttft, tds) -> 
 def _ratio_to_qoe(s_delay, s_whole):
     s_delay = np.asarray(s_delay, dtype=np.float64)
     s_whole = np.asarray(s_whole, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = 1.0 - s_delay / s_whole
-    q = np.where(s_whole > 0, np.clip(q, 0.0, 1.0), 1.0)
+    has_area = s_whole > 0
+    ratio = np.divide(s_delay, s_whole, out=np.zeros(np.broadcast(s_delay, s_whole).shape), where=has_area)
+    q = np.where(has_area, np.clip(1.0 - ratio, 0.0, 1.0), 1.0)
     return q if q.ndim else float(q)
 
 
@@ -257,9 +256,10 @@ def project_qoe(
     m0 = np.maximum(d1, 0.0)
     a = a0 - (t0 + n * step)  # lateness of the first new token against its expected time
     b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        j_star = np.where(b > 0, np.floor((m0 - a) / b) + 1.0, np.where(a <= m0, k, 0.0))
-    j_star = np.clip(np.nan_to_num(j_star, nan=0.0, posinf=0.0, neginf=0.0), 0.0, k)
+    growing = b > 0
+    j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
+                      np.where(a <= m0, k, 0.0))
+    j_star = np.clip(j_star, 0.0, k)
     arith = (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
     added = np.where(k > 0, j_star * m0 + arith, 0.0)
 

@@ -103,21 +103,36 @@ class AndesPolicy:
     # -- the full solve ---------------------------------------------------------------------
     def _solve(self, view, budget, latency, now, restore) -> Decision:
         sizes = self._batch_sizes(view, budget, latency)
-        gains = self._gains(view, latency, now, restore, sizes)  # (len(sizes), n)
-        density = gains / view.num_blocks[None, :]
-        # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest.
-        tiebreak = np.lexsort((view.arrival, ~view.is_running))
-        rank_of = np.empty(len(view), dtype=np.int64)
-        rank_of[tiebreak] = np.arange(len(view))
-        order = np.lexsort((np.broadcast_to(rank_of, density.shape), -density), axis=1)
-        cum = np.cumsum(view.num_blocks[order], axis=1)
-        pos = np.arange(len(view))[None, :]
+        cand = self._shortlist(view, latency, now, restore, sizes)
+        sub = view.subset(cand)
+        gains = self._gains(sub, latency, now, restore[cand], sizes)  # (len(sizes), len(cand))
+        density = gains / sub.num_blocks[None, :]
+        # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest: sort
+        # columns into tie-break order first, then a stable sort by density keeps it.
+        tiebreak = np.lexsort((sub.arrival, ~sub.is_running))
+        order = tiebreak[np.argsort(-density[:, tiebreak], axis=1, kind="stable")]
+        cum = np.cumsum(sub.num_blocks[order], axis=1)
+        pos = np.arange(len(sub))[None, :]
         chosen = (cum <= budget.num_gpu_blocks) & (pos < sizes[:, None])
         totals = (np.take_along_axis(gains, order, axis=1) * chosen).sum(axis=1)
         best = int(np.argmax(totals))
-        selected = order[best][chosen[best]]
-        gain = gains[best]
-        return self._refine(view, budget, latency, selected, gain, restore)
+        gain = np.zeros(len(view))
+        gain[cand] = gains[best]
+        return self._refine(view, budget, latency, cand[order[best][chosen[best]]], gain, restore)
+
+    def _shortlist(self, view, latency, now, restore, sizes) -> np.ndarray:
+        """Running requests plus the waiting ones that could make any batch: at most the
+        largest batch size of them, best first by gain per block at the smallest batch (the
+        most optimistic gains). Keeps the (batch sizes x requests) solve small when a
+        thousand requests wait."""
+        waiting = np.flatnonzero(~view.is_running)
+        keep = int(sizes.max())
+        if waiting.size <= keep:
+            return np.arange(len(view))
+        sub = view.subset(waiting)
+        gain = self._gains(sub, latency, now, restore[waiting], sizes[:1])[0]
+        best = np.argpartition(-(gain / sub.num_blocks), keep - 1)[:keep]
+        return np.concatenate([np.flatnonzero(view.is_running), waiting[np.sort(best)]])
 
     def _refine(self, view, budget, latency, selected, gain, restore) -> Decision:
         """Apply the preemption cap and the overhead-aware refiner to the knapsack's choice.
@@ -184,9 +199,7 @@ class AndesPolicy:
         b_max = int(min(np.searchsorted(cum, budget.num_gpu_blocks, side="right"), budget.max_num_seqs, len(view)))
         b_max = max(b_max, 1)
         mean_ctx = float(view.context_tokens.mean())
-        sizes = np.arange(1, b_max + 1)
-        fast_enough = latency.decode_time(sizes, sizes * mean_ctx) <= 1.0 / float(view.tds.max())
-        b_min = int(sizes[fast_enough].max()) if fast_enough.any() else 1
+        b_min = min(max(latency.max_batch_within(1.0 / float(view.tds.max()), mean_ctx), 1), b_max)
         return np.unique(np.linspace(b_min, b_max, self.config.num_batch_sizes).round().astype(np.int64))
 
     def _gains(self, view, latency, now, restore, sizes) -> np.ndarray:

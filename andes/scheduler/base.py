@@ -9,7 +9,7 @@ interface, so what the benchmarks measure is what production runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -62,6 +62,10 @@ class SchedulerView:
     def context_tokens(self) -> np.ndarray:
         """Tokens whose KV a request needs: its prompt and everything it generated."""
         return self.num_prompt_tokens + self.num_output_tokens
+
+    def subset(self, idx: np.ndarray) -> "SchedulerView":
+        """The view restricted to candidates ``idx`` (in that order)."""
+        return SchedulerView(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @classmethod
     def empty(cls) -> "SchedulerView":
