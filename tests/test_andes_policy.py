@@ -411,3 +411,14 @@ def test_pitfall_permuting_the_view_permutes_the_decision(view, capacity, max_nu
     assert dict(zip(ids(perm[dp.preempt]), dp.swap.tolist())) == dict(zip(ids(d.preempt), d.swap.tolist()))
     # Gains travel with their request.
     np.testing.assert_allclose(gains(p, subview(view, perm), 30.0), gains(p, view, 30.0)[:, perm])
+
+
+def test_equal_gains_admit_the_oldest_whatever_the_view_order():
+    # Six waiting requests with nothing at stake yet (ttft far off): equal gains, so the two
+    # oldest take the two seats, however many are shortlisted and however the view is ordered.
+    rows = [req(arrival=float(a), ttft=100.0, blocks=4) for a in (5, 4, 3, 2, 1, 0)]
+    view = make_view(*rows)
+    budget = make_budget(8, max_num_seqs=2)
+    d = policy(**SOLVE).decide(view, budget, LAT, 6.0)
+    check_decision(view, budget, d)
+    assert sorted(ids(d.run)) == [4, 5]

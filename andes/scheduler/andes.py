@@ -131,7 +131,8 @@ class AndesPolicy:
             return np.arange(len(view))
         sub = view.subset(waiting)
         gain = self._gains(sub, latency, now, restore[waiting], sizes[:1])[0]
-        best = np.argpartition(-(gain / sub.num_blocks), keep - 1)[:keep]
+        # Equal densities go to the oldest, as in the solve, never to the view's order.
+        best = np.lexsort((sub.arrival, -(gain / sub.num_blocks)))[:keep]
         return np.concatenate([np.flatnonzero(view.is_running), waiting[np.sort(best)]])
 
     def _refine(self, view, budget, latency, selected, gain, restore) -> Decision:
