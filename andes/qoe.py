@@ -244,42 +244,41 @@ def project_qoe(
     c_last = np.asarray(last_digest, dtype=np.float64)
     s_delay = np.asarray(delay_area, dtype=np.float64)
     t0 = np.asarray(ttft, dtype=np.float64)
-    step = 1.0 / np.asarray(tds, dtype=np.float64)
-    k = np.asarray(num_new, dtype=np.float64)
-    a0 = np.asarray(first_arrival, dtype=np.float64)
-    pace = np.maximum(np.asarray(spacing, dtype=np.float64), step)
+    tds = np.asarray(tds, dtype=np.float64)
+    step = 1.0 / tds
     t_eval = np.asarray(t_eval, dtype=np.float64)
-
-    # Lag of the reader behind the expectation, held constant while it digests at pace L.
-    has_tokens = n > 0
-    d1 = np.where(has_tokens, c_last - (t0 + (n - 1.0) * step), 0.0)
-    m0 = np.maximum(d1, 0.0)
-    a = a0 - (t0 + n * step)  # lateness of the first new token against its expected time
-    b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
-    growing = b > 0
-    j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
-                      np.where(a <= m0, k, 0.0))
-    j_star = np.clip(j_star, 0.0, k)
-    arith = (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
-    added = np.where(k > 0, j_star * m0 + arith, 0.0)
-
-    new_n = n + k
-    new_last = np.where(
-        k > 0,
-        np.maximum(np.where(has_tokens, c_last + k * step, -np.inf), a0 + (k - 1.0) * pace),
-        c_last,
-    )
-    new_delay = s_delay + added
+    e_next = t0 + n * step  # expected time of the next token
+    k = np.asarray(num_new, dtype=np.float64)
+    if k.ndim == 0 and k == 0:
+        # No new tokens (the "left out" projection): only the stall at t_eval matters.
+        new_n, new_last, new_delay, is_due = n, c_last, s_delay, e_next
+    else:
+        a0 = np.asarray(first_arrival, dtype=np.float64)
+        pace = np.maximum(np.asarray(spacing, dtype=np.float64), step)
+        # Lag of the reader behind the expectation, constant while it digests at pace L; a
+        # request with no token yet has last_digest -inf, so fmax makes its lag 0.
+        m0 = np.fmax(c_last + step - e_next, 0.0)
+        a = a0 - e_next  # lateness of the first new token against its expected time
+        b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
+        growing = b > 0
+        j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
+                          np.where(a <= m0, k, 0.0))
+        j_star = np.clip(j_star, 0.0, k)
+        arith = (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
+        has_new = k > 0
+        new_n = n + k
+        new_delay = s_delay + np.where(has_new, j_star * m0 + arith, 0.0)
+        new_last = np.where(has_new, np.fmax(c_last + k * step, a0 + (k - 1.0) * pace), c_last)
+        is_due = t0 + new_n * step
 
     # A reader left waiting at t_eval is charged as if the next token arrived at t_eval.
     waiting = np.where(new_n > 0, t_eval > new_last + step, t_eval > t0)
     if is_finished is not None:
         waiting &= ~np.asarray(is_finished, dtype=bool)
-    phantom_delay = np.maximum(t_eval - (t0 + new_n * step), 0.0)
     c_end = np.where(waiting, t_eval, new_last)
-    n_end = np.where(waiting, new_n + 1.0, new_n)
-    delay_end = np.where(waiting, new_delay + phantom_delay, new_delay)
-    s_whole = expected_area(c_end, n_end, t0, 1.0 / step)
+    n_end = new_n + waiting
+    delay_end = new_delay + waiting * np.maximum(t_eval - is_due, 0.0)
+    s_whole = expected_area(c_end, n_end, t0, tds)
     q = np.asarray(_ratio_to_qoe(delay_end, s_whole), dtype=np.float64)
     # Nothing delivered and nothing overdue yet: the reader has lost nothing.
     return np.where(n_end > 0, q, 1.0)

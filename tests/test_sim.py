@@ -206,12 +206,21 @@ def test_oracle_andes_finishes_every_request():
 
 
 def test_requests_longer_than_max_model_len_are_clipped():
-    # max_model_len 64: a 100-token prompt keeps 63 tokens and gets 1 output token; a 30-token
-    # prompt asking for 100 tokens gets 34.
+    # max_model_len 64 with room for 128 tokens of KV: a 100-token prompt keeps 63 tokens and
+    # gets 1 output token; a 30-token prompt asking for 100 tokens gets 34.
     trace = make_trace((0.0, 100, 5), (0.0, 30, 100))
-    result = simulate(trace, FCFSPolicy(), LAT)
+    result = simulate(trace, FCFSPolicy(), make_latency(num_gpu_blocks=32))
     assert [o.token_times.size for o in result.outcomes] == [1, 34]
     assert all(o.status == "finished" for o in result.outcomes)
+
+
+def test_a_context_of_exactly_the_kv_capacity_fits():
+    # 16 blocks of 4 tokens hold exactly max_model_len = 64 tokens: the last token's context
+    # (prompt + outputs before it) is 63 and its step needs ceil(64 / 4) = 16 blocks.
+    trace = make_trace((0.0, 100, 5), (0.0, 30, 100))
+    for policy in POLICIES:
+        result = simulate(trace, policy, LAT)
+        assert [o.token_times.size for o in result.outcomes] == [1, 34]
 
 
 def test_simulation_is_deterministic():
@@ -257,11 +266,6 @@ def test_many_slots_grow_past_initial_capacity():
     assert all(core.token_times(s).size == 2 for s in range(40))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sim.py/latency.py bug: a request whose KV can never fit (blocks_for(min(prompt, "
-    "max_model_len - 1) + 1) > num_gpu_blocks, possible because LatencyProfile does not check "
-    "num_gpu_blocks * block_size >= max_model_len) is neither rejected nor failed: every step "
-    "admits nothing and lasts 0 s, so simulate() and SimEngine loop forever"))
 def test_a_request_that_can_never_fit_does_not_hang_the_engine():
     lat = make_latency(num_gpu_blocks=4)  # 16 tokens of KV, but max_model_len is 64
     core = SimCore(FCFSPolicy(), lat)
@@ -272,4 +276,6 @@ def test_a_request_that_can_never_fit_does_not_hang_the_engine():
     now = 0.0
     for _ in range(5):
         now += core.step(now).duration
-    assert not core.has_work and core.status.get(0) in ("failed", "aborted")
+    # Clipped to what memory can hold (as past max_model_len), it completes instead of hanging.
+    assert not core.has_work and core.status.get(0) in ("finished", "failed", "aborted")
+    assert core.prompt[0] + core.num_generated[0] <= lat.profile.num_gpu_blocks * lat.profile.block_size

@@ -267,22 +267,15 @@ def test_stats_count_steps_and_report_the_policy():
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engines/base.py bug: EngineRequest/validate_expectations accept booleans (True is an int "
-    "in Python), so ttft=True or max_tokens=True pass as 1; TraceRequest rejects them"))
 @pytest.mark.parametrize("field", ["ttft", "tds", "max_tokens"])
 def test_engine_request_rejects_booleans(field):
     with pytest.raises(ValueError, match=field):
         request(**{field: True})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sim_engine.py bug: a stream cut short by max_model_len (the simulator clips the output) "
-    "ends with finish_reason 'stop'; the tokens ran out of context, which vLLM reports as "
-    "'length'"))
 def test_output_clipped_by_the_context_limit_ends_with_length():
     async def main():
-        engine, _ = make_engine()
+        engine, _ = make_engine(latency=make_latency(num_gpu_blocks=32))
         # max_model_len 64: a 30-token prompt leaves room for 34 of the 100 tokens.
         events = await collect(engine.submit(request(num_prompt_tokens=30, output_tokens=100,
                                                      max_tokens=200)))

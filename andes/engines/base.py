@@ -23,9 +23,10 @@ MAX_TDS = 1000.0
 
 def validate_expectations(ttft: float, tds: float) -> None:
     """Reject expectations no reader could have (spec section 1), naming the field."""
-    if not (isinstance(ttft, (int, float)) and math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
+    # bool is an int in Python: ``ttft=True`` is a client bug, not one second.
+    if isinstance(ttft, bool) or not (isinstance(ttft, (int, float)) and math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
         raise ValueError(f"ttft: must be a finite number of seconds in (0, {MAX_TTFT_S:g}] (got {ttft!r})")
-    if not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
+    if isinstance(tds, bool) or not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
         raise ValueError(f"tds: must be a finite tokens/s rate in (0, {MAX_TDS:g}] (got {tds!r})")
 
 
@@ -49,7 +50,7 @@ class EngineRequest:
 
     def __post_init__(self) -> None:
         validate_expectations(self.ttft, self.tds)
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be an integer >= 1 (got {self.max_tokens!r})")
         if self.num_prompt_tokens is not None and self.num_prompt_tokens < 1:
             raise ValueError(f"num_prompt_tokens: must be >= 1 (got {self.num_prompt_tokens!r})")

@@ -87,7 +87,12 @@ class SimCore:
         if slot >= self.arrival.size:
             self._alloc(2 * self.arrival.size)
         self.num_slots += 1
-        max_len = self.latency.profile.max_model_len
+        prof = self.latency.profile
+        # A context must fit the model and the whole KV cache; a longer request is clipped
+        # (like one past max_model_len), never left waiting forever for memory that cannot exist.
+        max_len = min(prof.max_model_len, prof.num_gpu_blocks * prof.block_size)
+        if max_len < 2:
+            raise ValueError(f"profile: {prof.num_gpu_blocks} KV blocks cannot hold any request")
         prompt_tokens = int(min(prompt_tokens, max_len - 1))
         self.arrival[slot], self.ttft[slot], self.tds[slot] = arrival, ttft, tds
         self.prompt[slot] = prompt_tokens

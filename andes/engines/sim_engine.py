@@ -93,7 +93,10 @@ class SimEngine:
         output = min(request.output_tokens or request.max_tokens, request.max_tokens)
         arrival = self.clock() if request.arrival is None else request.arrival
         slot = self.core.add_request(arrival, prompt_tokens, output, request.ttft, request.tds)
-        reason = "stop" if request.output_tokens and request.output_tokens < request.max_tokens else "length"
+        # "stop": the modelled output ended by itself; "length": max_tokens or the context
+        # limit cut it (the core clips outputs that would not fit).
+        natural = request.output_tokens is not None and request.output_tokens < request.max_tokens
+        reason = "stop" if natural and self.core.target[slot] == output else "length"
         stream = _Stream(request.request_id, slot, asyncio.Queue(), reason)
         self._streams[request.request_id] = stream
         self._by_slot[slot] = stream
