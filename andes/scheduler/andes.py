@@ -1,9 +1,18 @@
 """The Andes policy (spec section 3): token-level, preemptive, QoE-gain knapsack.
 
-Every step the policy asks, for each request, how much QoE it would lose over the next
-``horizon_s`` seconds if it were left out of the batch (its *gain*), and picks the batch that
-keeps the most QoE within KV memory. A request far ahead of its reader loses nothing by
-pausing (the client buffer hides the pause), so its memory goes to someone who is waiting.
+Every step the policy asks, for each request, how much QoE it would lose if it were left out
+of the batch for the next ``horizon_s`` seconds (its *gain*), and picks the batch that keeps the
+most QoE within KV memory. A request far ahead of its reader loses nothing by pausing (the
+client buffer hides the pause), so its memory goes to someone who is waiting.
+
+How the gain is projected (where this departs from a literal reading of spec section 3, and
+why): serving now, request i receives the tokens it can make *and its reader can digest* within
+the horizon; left out, it receives the same tokens one horizon later. The gain is the QoE
+difference between those two futures, each judged at its last token. Comparing against "no
+tokens at all", as the paper's Q_wait does, charges a stalled reader for one late token only
+(live QoE's phantom token), so serving a late request could look worse than leaving it; and
+counting tokens read after the horizon gives gain to requests whose buffer already covers it.
+Both effects are pinned by tests.
 
 The solve is vectorised over (candidate batch sizes x requests): a gain matrix from the closed
 form ``andes.qoe.project_qoe``, one sort per row, one cumulative sum per row.
@@ -91,7 +100,8 @@ class AndesPolicy:
         b = max(1, min(view.num_running + 1, budget.max_num_seqs))
         gain = self._gains(view, latency, now, restore, np.array([b]))[0]
         density = gain / view.num_blocks
-        running = running[np.lexsort((view.arrival[running], -density[running]))]
+        keep_value = self._keep_value(view, latency, gain, running)
+        running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = np.flatnonzero(~view.is_running)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
@@ -148,15 +158,15 @@ class AndesPolicy:
         kept = selected[view.is_running[selected]]
         entrants = selected[~view.is_running[selected]]
         victims = np.flatnonzero(view.is_running & ~in_sel)
-        density = gain / view.num_blocks
         # Least valuable first; among equals the newest yields (as in vLLM).
-        victims = victims[np.lexsort((-view.arrival[victims], density[victims]))]
+        victims = victims[np.lexsort((-view.arrival[victims], self._keep_value(view, latency, gain, victims)))]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
         # Running requests outgrew memory (or the batch cap): those evictions are forced, not
         # chosen, and come first in ``victims``.
         is_forced = _forced(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
         victims = np.concatenate([victims[is_forced], victims[~is_forced]])
         victim_blocks = view.num_blocks[victims]
+        _, resume = latency.preemption_costs(view.context_tokens[victims])  # paid on their return
         forced = int(is_forced.sum())
         free += int(victim_blocks[:forced].sum())
         free_seats = budget.max_num_seqs - (view.num_running - forced)
@@ -167,6 +177,7 @@ class AndesPolicy:
             entrant_restore=restore[entrants] if self.config.refiner else np.zeros(entrants.size),
             victim_gain=gain[victims[forced:]],
             victim_blocks=victim_blocks[forced:],
+            victim_restore=resume[forced:] if self.config.refiner else np.zeros(victims.size - forced),
             free=free,
             free_seats=free_seats,
             cap=cap,
@@ -176,6 +187,15 @@ class AndesPolicy:
         evicted, spared = victims[: forced + chosen], victims[forced + chosen :]
         run = np.concatenate([kept, spared[::-1], admitted])
         return self._finish(view, budget, latency, run, evicted, solved=True)
+
+    def _keep_value(self, view, latency, gain, idx) -> np.ndarray:
+        """Value per block of keeping running requests ``idx``: their gain plus what evicting
+        them costs the batch later (their restore stalls everyone for that long). Without the
+        second term a request far ahead of its reader is evicted first whatever its length,
+        and recomputing long contexts eats the throughput."""
+        stall_rate = float(gain[view.is_running].sum()) / self.config.horizon_s
+        _, resume = latency.preemption_costs(view.context_tokens[idx])
+        return (gain[idx] + stall_rate * resume) / view.num_blocks[idx]
 
     def _finish(self, view, budget, latency, run, victims, *, solved) -> Decision:
         is_swap, _ = latency.preemption_costs(view.context_tokens[victims])
@@ -211,15 +231,24 @@ class AndesPolicy:
         lat = np.asarray(latency.decode_time(sizes, sizes * mean_ctx), dtype=np.float64)[:, None]
         first = rel + restore + lat  # (sizes, n): next token if served from now on
         k = np.maximum(np.floor((dt - restore - lat) / lat) + 1.0, 0.0)
+        # Only tokens the reader can digest by the horizon count: one made now but read after
+        # now+dt changes nothing the reader sees by then, so a request whose client buffer
+        # covers the horizon loses nothing by pausing (spec section 3). No token yet means a
+        # last digest of -inf, hence no limit.
+        readable = np.floor((rel + dt - view.last_digest) * view.tds)
+        k = np.maximum(np.fmin(k, readable), 0.0)
         remaining = view.remaining_tokens
         known = np.isfinite(remaining)
         k = np.where(known, np.minimum(k, np.where(known, remaining, 0.0)), k)
-        finished = known & (k >= remaining)
+        # Left out, the same tokens come one horizon later: the gain is what that delay costs
+        # the reader, judged on the same tokens (comparing against "no tokens at all" would
+        # charge a stalled reader for one late token only, so serving could look worse).
         state = (view.num_output_tokens, view.last_digest, view.delay_area, view.ttft, view.tds)
+        done = np.ones(k.shape, dtype=bool)  # judge the stream at its last projected token
         q_serve = project_qoe(*state, num_new=k, first_arrival=first, spacing=lat, t_eval=rel + dt,
-                              is_finished=finished)
-        q_wait = project_qoe(*state, num_new=np.zeros(len(view)), first_arrival=rel, spacing=0.0,
-                             t_eval=rel + dt)
+                              is_finished=done)
+        q_wait = project_qoe(*state, num_new=k, first_arrival=first + dt, spacing=lat,
+                             t_eval=rel + 2 * dt, is_finished=done)
         gain = self._objective_gain(q_serve, q_wait)
         return gain * np.where(view.is_running, 1.0 + self.config.running_bonus, 1.0)
 
@@ -273,15 +302,16 @@ def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.n
 
 
 def _best_entrant_prefix(
-    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, free,
-    free_seats, cap, stall_cost_per_s,
+    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, victim_restore,
+    free, free_seats, cap, stall_cost_per_s,
 ) -> tuple[int, int]:
     """How many entrants (best first) to admit, and how many victims that evicts.
 
     Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
-    make room (least valuable first; room is KV memory and batch seats) - the stall their
-    restores cost the running batch. Only the entrants that need a victim pay the stall; one
-    that fits in free memory and a free seat is plain admission.
+    make room (least valuable first; room is KV memory and batch seats) - the stall the
+    preemptions cost the running batch: the entrants' restores now and the victims' restores
+    when they come back. Only entrants that need a victim pay it; one that fits in free memory
+    and a free seat is plain admission.
     """
     if entrant_gain.size == 0:
         return 0, 0
@@ -289,6 +319,7 @@ def _best_entrant_prefix(
     need = cum_blocks - free
     cum_vblocks = np.concatenate([[0], np.cumsum(victim_blocks)])
     cum_vgain = np.concatenate([[0.0], np.cumsum(victim_gain)])
+    cum_vrestore = np.concatenate([[0.0], np.cumsum(victim_restore)])
     for_memory = np.where(need > 0, np.searchsorted(cum_vblocks, need, side="left"), 0)
     for_seats = np.maximum(np.arange(1, entrant_gain.size + 1) - free_seats, 0)
     num_victims = np.maximum(for_memory, for_seats)
@@ -296,7 +327,8 @@ def _best_entrant_prefix(
     no_victim = int(np.count_nonzero(num_victims == 0))
     feasible = (num_victims < cum_vblocks.size) & (num_victims <= cap)
     num_victims = np.minimum(num_victims, cum_vblocks.size - 1)
-    stall = np.cumsum(np.where(num_victims > 0, entrant_restore, 0.0)) * stall_cost_per_s
+    stall_s = np.cumsum(np.where(num_victims > 0, entrant_restore, 0.0)) + cum_vrestore[num_victims]
+    stall = stall_s * stall_cost_per_s
     net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall
     net = np.where(feasible, net, -np.inf)
     best = int(np.argmax(net)) + 1 if np.isfinite(net).any() else 0
