@@ -30,6 +30,7 @@ __all__ = [
     "ServiceSummary",
     "digest_times",
     "expected_area",
+    "final_qoe_with",
     "live_qoe",
     "project_qoe",
     "qoe",
@@ -216,6 +217,48 @@ class DigestState:
         return max(0.0, self.last_digest + 1.0 / self.tds - now)
 
 
+def _extend(n, c_last, s_delay, t0, tds, k, a0, spacing):
+    """Digest state after ``k`` more tokens arriving at ``a0 + j * spacing`` (j < k).
+
+    With evenly spaced arrivals the digest recurrence has the closed form
+    ``c'_j = max(last_digest + (j+1)L, a0 + j*max(spacing, L))``, so the extra delay area is a
+    sum of ``max(m0, A + jB)``: a constant part and an arithmetic part. Returns
+    ``(num_tokens, last_digest, delay_area)``, broadcast over all inputs.
+    """
+    step = 1.0 / tds
+    e_next = t0 + n * step  # expected time of the next token
+    pace = np.maximum(spacing, step)
+    # Lag of the reader behind the expectation, constant while it digests at pace L; a request
+    # with no token yet has last_digest -inf, so fmax makes its lag 0.
+    m0 = np.fmax(c_last + step - e_next, 0.0)
+    a = a0 - e_next  # lateness of the first new token against its expected time
+    b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
+    growing = b > 0
+    j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
+                      np.where(a <= m0, k, 0.0))
+    j_star = np.clip(j_star, 0.0, k)  # k = 0 gives j_star = 0 and nothing added below
+    added = j_star * m0 + (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
+    new_last = np.where(k > 0, np.fmax(c_last + k * step, a0 + (k - 1.0) * pace), c_last)
+    return n + k, new_last, s_delay + added
+
+
+def final_qoe_with(num_tokens, last_digest, delay_area, ttft, tds, *, num_new, first_arrival,
+                   spacing) -> np.ndarray:
+    """QoE of many requests if each stream ends after ``num_new`` more evenly spaced tokens.
+
+    ``project_qoe`` with every request finished, without the stall bookkeeping: the scheduler
+    evaluates it on (delays x batch sizes x requests) at every solve, so it is kept lean.
+    """
+    tds = np.asarray(tds, dtype=np.float64)
+    ttft = np.asarray(ttft, dtype=np.float64)
+    n, last, delay = _extend(np.asarray(num_tokens, dtype=np.float64), np.asarray(last_digest, dtype=np.float64),
+                             np.asarray(delay_area, dtype=np.float64), ttft, tds,
+                             np.asarray(num_new, dtype=np.float64), np.asarray(first_arrival, dtype=np.float64),
+                             np.asarray(spacing, dtype=np.float64))
+    q = np.asarray(_ratio_to_qoe(delay, expected_area(last, n, ttft, tds)), dtype=np.float64)
+    return np.where(n > 0, q, 1.0)
+
+
 def project_qoe(
     num_tokens: np.ndarray,
     last_digest: np.ndarray,
@@ -231,53 +274,33 @@ def project_qoe(
 ) -> np.ndarray:
     """Live QoE at ``t_eval`` of many requests if each receives ``num_new`` more tokens.
 
-    New token ``j`` arrives at ``first_arrival + j * spacing``. With evenly spaced arrivals the
-    digest recurrence has the closed form
-    ``c'_j = max(last_digest + (j+1)L, first_arrival + j*max(spacing, L))``,
-    so each request's extra delay area is the sum of ``max(0, d1, A + jB)`` over ``j``: a
-    constant part and an arithmetic part. This is what lets the scheduler score every candidate
-    batch size for a thousand requests in microseconds. ``is_finished`` marks requests whose
-    stream ends with those tokens (no stall is charged after their last token).
-    All times are relative to each request's own arrival.
+    New token ``j`` arrives at ``first_arrival + j * spacing``; the closed form (``_extend``)
+    is what lets the scheduler score every candidate batch size for a thousand requests in
+    microseconds. A reader left waiting at ``t_eval`` is charged as in ``live_qoe``;
+    ``is_finished`` marks requests whose stream ends with those tokens (no stall is charged
+    after their last token). All times are relative to each request's own arrival.
     """
     n = np.asarray(num_tokens, dtype=np.float64)
     c_last = np.asarray(last_digest, dtype=np.float64)
     s_delay = np.asarray(delay_area, dtype=np.float64)
     t0 = np.asarray(ttft, dtype=np.float64)
     tds = np.asarray(tds, dtype=np.float64)
-    step = 1.0 / tds
     t_eval = np.asarray(t_eval, dtype=np.float64)
-    e_next = t0 + n * step  # expected time of the next token
     k = np.asarray(num_new, dtype=np.float64)
     if k.ndim == 0 and k == 0:
-        # No new tokens (the "left out" projection): only the stall at t_eval matters.
-        new_n, new_last, new_delay, is_due = n, c_last, s_delay, e_next
+        new_n, new_last, new_delay = n, c_last, s_delay  # the "left out" projection: no work
     else:
-        a0 = np.asarray(first_arrival, dtype=np.float64)
-        pace = np.maximum(np.asarray(spacing, dtype=np.float64), step)
-        # Lag of the reader behind the expectation, constant while it digests at pace L; a
-        # request with no token yet has last_digest -inf, so fmax makes its lag 0.
-        m0 = np.fmax(c_last + step - e_next, 0.0)
-        a = a0 - e_next  # lateness of the first new token against its expected time
-        b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
-        growing = b > 0
-        j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
-                          np.where(a <= m0, k, 0.0))
-        j_star = np.clip(j_star, 0.0, k)
-        arith = (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
-        has_new = k > 0
-        new_n = n + k
-        new_delay = s_delay + np.where(has_new, j_star * m0 + arith, 0.0)
-        new_last = np.where(has_new, np.fmax(c_last + k * step, a0 + (k - 1.0) * pace), c_last)
-        is_due = t0 + new_n * step
-
+        new_n, new_last, new_delay = _extend(n, c_last, s_delay, t0, tds, k,
+                                             np.asarray(first_arrival, dtype=np.float64),
+                                             np.asarray(spacing, dtype=np.float64))
+    step = 1.0 / tds
     # A reader left waiting at t_eval is charged as if the next token arrived at t_eval.
     waiting = np.where(new_n > 0, t_eval > new_last + step, t_eval > t0)
     if is_finished is not None:
         waiting &= ~np.asarray(is_finished, dtype=bool)
     c_end = np.where(waiting, t_eval, new_last)
     n_end = new_n + waiting
-    delay_end = new_delay + waiting * np.maximum(t_eval - is_due, 0.0)
+    delay_end = new_delay + waiting * np.maximum(t_eval - (t0 + new_n * step), 0.0)
     s_whole = expected_area(c_end, n_end, t0, tds)
     q = np.asarray(_ratio_to_qoe(delay_end, s_whole), dtype=np.float64)
     # Nothing delivered and nothing overdue yet: the reader has lost nothing.

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from andes.qoe import qoe
-from andes.scheduler.andes import AndesConfig, AndesPolicy, _restore_seconds
+from andes.scheduler.andes import AndesConfig, AndesPolicy, _Costs
 from andes.scheduler.base import SchedulerView
 from andes.scheduler.baselines import live_qoe_of
 
@@ -24,7 +24,7 @@ def policy(**kw) -> AndesPolicy:
 
 
 def gains(p: AndesPolicy, view, now, sizes=(1, 4, 8)) -> np.ndarray:
-    return p._gains(view, LAT, now, _restore_seconds(view, LAT), np.array(sizes))
+    return p._gains(view, LAT, now, _Costs.of(view, LAT).restore, np.array(sizes))
 
 
 def ahead_runner(**kw):
@@ -434,7 +434,7 @@ def test_keep_value_charges_the_restore_an_eviction_will_cost():
     for runners, at_stake in (((ahead,), False), ((ahead, stalled), True)):
         view = make_view(*runners)
         gain = gains(p, view, 5.0, sizes=(len(runners),))[0]
-        value = p._keep_value(view, LAT, gain, np.arange(len(view)))
+        value = p._keep_value(view, _Costs.of(view, LAT), gain, np.arange(len(view)))
         assert gain[0] == 0.0
         _, resume = LAT.preemption_costs(view.context_tokens[:1])
         expected = gain[view.is_running].sum() / p.config.horizon_s * resume[0] / view.num_blocks[0]

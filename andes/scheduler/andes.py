@@ -15,7 +15,7 @@ counting tokens read after the horizon gives gain to requests whose buffer alrea
 Both effects are pinned by tests.
 
 The solve is vectorised over (candidate batch sizes x requests): a gain matrix from the closed
-form ``andes.qoe.project_qoe``, one sort per row, one cumulative sum per row.
+form ``andes.qoe.final_qoe_with``, one sort per row, one cumulative sum per row.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from andes.latency import LatencyModel
-from andes.qoe import project_qoe
+from andes.qoe import final_qoe_with
 from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
 
 __all__ = ["AndesConfig", "AndesPolicy"]
@@ -82,15 +82,15 @@ class AndesPolicy:
         capacity = budget.num_gpu_blocks
         if view.num_blocks.sum() <= capacity and n <= budget.max_num_seqs:
             return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
-        restore = _restore_seconds(view, latency)
+        costs = _Costs.of(view, latency)
         running_blocks = int(view.num_blocks[view.is_running].sum())
         is_solve_step = budget.step_index % self.config.solve_every == 0
         if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
-            return self._solve(view, budget, latency, now, restore)
-        return self._admit(view, budget, latency, now, restore)
+            return self._solve(view, budget, latency, now, costs)
+        return self._admit(view, budget, latency, now, costs)
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
-    def _admit(self, view, budget, latency, now, restore) -> Decision:
+    def _admit(self, view, budget, latency, now, costs) -> Decision:
         running = np.flatnonzero(view.is_running)
         free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
         waiting_blocks = view.num_blocks[~view.is_running]
@@ -98,9 +98,9 @@ class AndesPolicy:
         if free >= 0 and seats >= 0 and (seats == 0 or free < waiting_blocks.min()):
             return Decision(run=running)  # nothing fits and nobody must leave: no gains needed
         b = max(1, min(view.num_running + 1, budget.max_num_seqs))
-        gain = self._gains(view, latency, now, restore, np.array([b]))[0]
+        gain = self._gains(view, latency, now, costs.restore, np.array([b]))[0]
         density = gain / view.num_blocks
-        keep_value = self._keep_value(view, latency, gain, running)
+        keep_value = self._keep_value(view, costs, gain, running)
         running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = np.flatnonzero(~view.is_running)
@@ -108,14 +108,14 @@ class AndesPolicy:
         free = budget.num_gpu_blocks - int(view.num_blocks[kept].sum())
         admitted = fill_in_order(waiting, view.num_blocks, free, budget.max_num_seqs - kept.size, skip=True)
         victims = running[~np.isin(running, kept)]  # priority order, not view order
-        return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
+        return self._finish(view, budget, costs, np.concatenate([kept, admitted]), victims, solved=False)
 
     # -- the full solve ---------------------------------------------------------------------
-    def _solve(self, view, budget, latency, now, restore) -> Decision:
+    def _solve(self, view, budget, latency, now, costs) -> Decision:
         sizes = self._batch_sizes(view, budget, latency)
-        cand = self._shortlist(view, latency, now, restore, sizes)
+        cand = self._shortlist(view, latency, now, costs.restore, sizes)
         sub = view.subset(cand)
-        gains = self._gains(sub, latency, now, restore[cand], sizes)  # (len(sizes), len(cand))
+        gains = self._gains(sub, latency, now, costs.restore[cand], sizes)  # (len(sizes), len(cand))
         density = gains / sub.num_blocks[None, :]
         # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest: sort
         # columns into tie-break order first, then a stable sort by density keeps it.
@@ -128,7 +128,7 @@ class AndesPolicy:
         best = int(np.argmax(totals))
         gain = np.zeros(len(view))
         gain[cand] = gains[best]
-        return self._refine(view, budget, latency, cand[order[best][chosen[best]]], gain, restore)
+        return self._refine(view, budget, costs, cand[order[best][chosen[best]]], gain)
 
     def _shortlist(self, view, latency, now, restore, sizes) -> np.ndarray:
         """Running requests plus the waiting ones that could make any batch: at most the
@@ -145,7 +145,7 @@ class AndesPolicy:
         best = np.lexsort((sub.arrival, -(gain / sub.num_blocks)))[:keep]
         return np.concatenate([np.flatnonzero(view.is_running), waiting[np.sort(best)]])
 
-    def _refine(self, view, budget, latency, selected, gain, restore) -> Decision:
+    def _refine(self, view, budget, costs, selected, gain) -> Decision:
         """Apply the preemption cap and the overhead-aware refiner to the knapsack's choice.
 
         Entrants (in the selection, not running) are taken best-first; each needs free memory
@@ -159,14 +159,14 @@ class AndesPolicy:
         entrants = selected[~view.is_running[selected]]
         victims = np.flatnonzero(view.is_running & ~in_sel)
         # Least valuable first; among equals the newest yields (as in vLLM).
-        victims = victims[np.lexsort((-view.arrival[victims], self._keep_value(view, latency, gain, victims)))]
+        victims = victims[np.lexsort((-view.arrival[victims], self._keep_value(view, costs, gain, victims)))]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
         # Running requests outgrew memory (or the batch cap): those evictions are forced, not
         # chosen, and come first in ``victims``.
         is_forced = _forced(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
         victims = np.concatenate([victims[is_forced], victims[~is_forced]])
         victim_blocks = view.num_blocks[victims]
-        _, resume = latency.preemption_costs(view.context_tokens[victims])  # paid on their return
+        resume = costs.resume[victims]  # paid on their return
         forced = int(is_forced.sum())
         free += int(victim_blocks[:forced].sum())
         free_seats = budget.max_num_seqs - (view.num_running - forced)
@@ -174,7 +174,7 @@ class AndesPolicy:
         j, chosen = _best_entrant_prefix(
             entrant_gain=gain[entrants],
             entrant_blocks=view.num_blocks[entrants],
-            entrant_restore=restore[entrants] if self.config.refiner else np.zeros(entrants.size),
+            entrant_restore=costs.restore[entrants] if self.config.refiner else np.zeros(entrants.size),
             victim_gain=gain[victims[forced:]],
             victim_blocks=victim_blocks[forced:],
             victim_restore=resume[forced:] if self.config.refiner else np.zeros(victims.size - forced),
@@ -186,23 +186,21 @@ class AndesPolicy:
         admitted = entrants[:j]
         evicted, spared = victims[: forced + chosen], victims[forced + chosen :]
         run = np.concatenate([kept, spared[::-1], admitted])
-        return self._finish(view, budget, latency, run, evicted, solved=True)
+        return self._finish(view, budget, costs, run, evicted, solved=True)
 
-    def _keep_value(self, view, latency, gain, idx) -> np.ndarray:
+    def _keep_value(self, view, costs, gain, idx) -> np.ndarray:
         """Value per block of keeping running requests ``idx``: their gain plus what evicting
         them costs the batch later (their restore stalls everyone for that long). Without the
         second term a request far ahead of its reader is evicted first whatever its length,
         and recomputing long contexts eats the throughput."""
         stall_rate = float(gain[view.is_running].sum()) / self.config.horizon_s
-        _, resume = latency.preemption_costs(view.context_tokens[idx])
-        return (gain[idx] + stall_rate * resume) / view.num_blocks[idx]
+        return (gain[idx] + stall_rate * costs.resume[idx]) / view.num_blocks[idx]
 
-    def _finish(self, view, budget, latency, run, victims, *, solved) -> Decision:
-        is_swap, _ = latency.preemption_costs(view.context_tokens[victims])
+    def _finish(self, view, budget, costs, run, victims, *, solved) -> Decision:
+        is_swap = costs.is_swap[victims]
         # Swap only while host memory lasts; the rest falls back to recompute. A victim holds
         # the blocks of its context (num_blocks also counts the next token's slot).
-        held = np.asarray(latency.blocks_for(view.context_tokens[victims]), dtype=np.int64)
-        cum = np.cumsum(np.where(is_swap, held, 0))
+        cum = np.cumsum(np.where(is_swap, costs.held[victims], 0))
         is_swap &= cum <= budget.num_free_cpu_blocks
         return Decision(run=run.astype(np.int64), preempt=victims.astype(np.int64), swap=is_swap, solved=solved)
 
@@ -221,6 +219,8 @@ class AndesPolicy:
         b_max = max(b_max, 1)
         mean_ctx = float(view.context_tokens.mean())
         b_min = min(max(latency.max_batch_within(1.0 / float(view.tds.max()), mean_ctx), 1), b_max)
+        if b_min == b_max or self.config.num_batch_sizes == 1:
+            return np.array([b_max])
         return np.unique(np.linspace(b_min, b_max, self.config.num_batch_sizes).round().astype(np.int64))
 
     def _gains(self, view, latency, now, restore, sizes) -> np.ndarray:
@@ -244,11 +244,8 @@ class AndesPolicy:
         # the reader, judged on the same tokens (comparing against "no tokens at all" would
         # charge a stalled reader for one late token only, so serving could look worse).
         state = (view.num_output_tokens, view.last_digest, view.delay_area, view.ttft, view.tds)
-        done = np.ones(k.shape, dtype=bool)  # judge the stream at its last projected token
-        q_serve = project_qoe(*state, num_new=k, first_arrival=first, spacing=lat, t_eval=rel + dt,
-                              is_finished=done)
-        q_wait = project_qoe(*state, num_new=k, first_arrival=first + dt, spacing=lat,
-                             t_eval=rel + 2 * dt, is_finished=done)
+        firsts = np.stack([first, first + dt])  # (now, one horizon later) x sizes x requests
+        q_serve, q_wait = final_qoe_with(*state, num_new=k, first_arrival=firsts, spacing=lat)
         gain = self._objective_gain(q_serve, q_wait)
         return gain * np.where(view.is_running, 1.0 + self.config.running_bonus, 1.0)
 
@@ -267,14 +264,27 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
     return np.lexsort((view.arrival, ~view.is_running)).astype(np.int64)
 
 
-def _restore_seconds(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
-    """Delay before a request's next token if chosen now: the rest of its prefill if running,
-    else swap-in or a full (re)prefill of its context."""
-    ctx = view.context_tokens
-    swap_in = np.asarray(latency.swap_time(ctx), dtype=np.float64)
-    prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
-    rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
-    return np.where(view.is_running, rest, np.where(view.is_swapped, swap_in, prefill))
+@dataclass(frozen=True)
+class _Costs:
+    """Per-request mechanism costs, computed once per decision."""
+
+    restore: np.ndarray  # delay before the next token if chosen now (0 for a decoding runner)
+    resume: np.ndarray  # what a preemption now costs the request on its return
+    is_swap: np.ndarray  # whether that preemption should swap (else recompute)
+    held: np.ndarray  # blocks of its context, what a swap moves to host memory
+
+    @classmethod
+    def of(cls, view: SchedulerView, latency: LatencyModel) -> "_Costs":
+        """A runner pays the rest of its prefill; a waiting request a swap-in or a full
+        (re)prefill of its context; a victim the cheaper of swap and recompute."""
+        ctx = view.context_tokens
+        is_swap, resume = latency.preemption_costs(ctx)
+        swap_in = np.asarray(latency.swap_time(ctx), dtype=np.float64)
+        prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
+        rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
+        restore = np.where(view.is_running, rest, np.where(view.is_swapped, swap_in, prefill))
+        held = np.asarray(latency.blocks_for(ctx), dtype=np.int64)
+        return cls(restore, np.asarray(resume, dtype=np.float64), np.asarray(is_swap, dtype=bool), held)
 
 
 def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.ndarray:
