@@ -192,8 +192,7 @@ class SimCore:
         self.last_change[victims] = now
         self.counters.num_preemptions += victims.size
         self.counters.num_swaps += int(swap.sum())
-        keep = ~np.isin(self.running, victims)
-        self.running = self.running[keep]
+        self.running = self._without(self.running, victims)
         self.waiting = np.concatenate([self.waiting, victims])
         return seconds
 
@@ -213,7 +212,7 @@ class SimCore:
         self.state[new] = RUNNING
         self.last_change[new] = now
         self.running = np.concatenate([self.running, new])
-        self.waiting = self.waiting[~np.isin(self.waiting, new)]
+        self.waiting = self._without(self.waiting, new)
         need = self.latency.blocks_for(self.prompt[self.running] + self.num_generated[self.running] + 1)
         short = self.gpu.grow_to(self.running, need)
         if short.size:  # only if a policy over-committed memory: evict by recompute
@@ -279,12 +278,20 @@ class SimCore:
                 self.segments.setdefault(int(slot), []).append((int(self.seg_start[slot]), count))
         self.seg_start[slots] = -1
 
+    def _without(self, queue: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """``queue`` minus ``slots``, order kept (a mask over slots: cheaper than np.isin)."""
+        if slots.size == 0 or queue.size == 0:
+            return queue
+        drop = np.zeros(self.num_slots, dtype=bool)
+        drop[slots] = True
+        return queue[~drop[queue]]
+
     def _retire(self, slots: np.ndarray, status: str) -> None:
         self.gpu.free(slots)
         self.cpu.free(slots)
         self.state[slots] = DONE
-        self.running = self.running[~np.isin(self.running, slots)]
-        self.waiting = self.waiting[~np.isin(self.waiting, slots)]
+        self.running = self._without(self.running, slots)
+        self.waiting = self._without(self.waiting, slots)
         for s in slots:
             self.status[int(s)] = status
         self.counters.num_finished += int(slots.size)

@@ -82,28 +82,37 @@ class AndesPolicy:
         capacity = budget.num_gpu_blocks
         if view.num_blocks.sum() <= capacity and n <= budget.max_num_seqs:
             return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
-        costs = _Costs.of(view, latency)
         running_blocks = int(view.num_blocks[view.is_running].sum())
         is_solve_step = budget.step_index % self.config.solve_every == 0
         if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
-            return self._solve(view, budget, latency, now, costs)
-        return self._admit(view, budget, latency, now, costs)
+            return self._solve(view, budget, latency, now, _Costs.of(view, latency))
+        return self._admit(view, budget, latency, now)
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
-    def _admit(self, view, budget, latency, now, costs) -> Decision:
+    def _admit(self, view, budget, latency, now) -> Decision:
         running = np.flatnonzero(view.is_running)
         free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
-        waiting_blocks = view.num_blocks[~view.is_running]
+        waiting = np.flatnonzero(~view.is_running)
         seats = budget.max_num_seqs - running.size
-        if free >= 0 and seats >= 0 and (seats == 0 or free < waiting_blocks.min()):
-            return Decision(run=running)  # nothing fits and nobody must leave: no gains needed
-        b = max(1, min(view.num_running + 1, budget.max_num_seqs))
-        gain = self._gains(view, latency, now, costs.restore, np.array([b]))[0]
+        b = np.array([max(1, min(running.size + 1, budget.max_num_seqs))])
+        mean_ctx = float(view.context_tokens.mean())
+        if free >= 0 and seats >= 0:
+            # Nobody must leave: only the waiting requests need scoring, and only if one fits.
+            waiting = waiting[view.num_blocks[waiting] <= free]  # only these could enter
+            if seats == 0 or waiting.size == 0:
+                return Decision(run=running)
+            sub = view.subset(waiting)
+            gain = self._gains(sub, latency, now, _Costs.of(sub, latency).restore, b, mean_ctx)[0]
+            order = waiting[np.lexsort((sub.arrival, -gain / sub.num_blocks))]
+            admitted = fill_in_order(order, view.num_blocks, free, seats, skip=True)
+            return Decision(run=np.concatenate([running, admitted]))
+        # Running requests outgrew memory or seats: evict the least valuable, then admit.
+        costs = _Costs.of(view, latency)
+        gain = self._gains(view, latency, now, costs.restore, b, mean_ctx)[0]
         density = gain / view.num_blocks
         keep_value = self._keep_value(view, costs, gain, running)
         running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
-        waiting = np.flatnonzero(~view.is_running)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
         free = budget.num_gpu_blocks - int(view.num_blocks[kept].sum())
         admitted = fill_in_order(waiting, view.num_blocks, free, budget.max_num_seqs - kept.size, skip=True)
@@ -223,11 +232,15 @@ class AndesPolicy:
             return np.array([b_max])
         return np.unique(np.linspace(b_min, b_max, self.config.num_batch_sizes).round().astype(np.int64))
 
-    def _gains(self, view, latency, now, restore, sizes) -> np.ndarray:
-        """QoE each request loses over the horizon if left out, for each batch size (rows)."""
+    def _gains(self, view, latency, now, restore, sizes, mean_ctx: float | None = None) -> np.ndarray:
+        """QoE each request loses over the horizon if left out, for each batch size (rows).
+
+        Token latency comes from the batch size and the mean context (of this view unless
+        given: a caller scoring a subset passes the whole batch's)."""
         dt = self.config.horizon_s
         rel = now - view.arrival
-        mean_ctx = float(view.context_tokens.mean())
+        if mean_ctx is None:
+            mean_ctx = float(view.context_tokens.mean())
         lat = np.asarray(latency.decode_time(sizes, sizes * mean_ctx), dtype=np.float64)[:, None]
         first = rel + restore + lat  # (sizes, n): next token if served from now on
         k = np.maximum(np.floor((dt - restore - lat) / lat) + 1.0, 0.0)

@@ -138,12 +138,14 @@ def fill_in_order(
     fits = cum <= capacity
     if fits.all():
         return order[:max_count]
-    # A prefix fits; past it, fall back to a short loop over what remains (rarely long: the
-    # loop ends as soon as the memory is full or the batch cap is reached).
+    # A prefix fits; past it, walk only what could still fit (the loop ends as soon as the
+    # memory is full or the batch cap is reached, and never visits a request too big).
     n = int(np.argmin(fits))
     chosen = list(order[:n])
     used = int(cum[n - 1]) if n else 0
-    for idx in order[n:]:
+    rest = order[n:]
+    rest = rest[blocks[rest] <= capacity - used]
+    for idx in rest:
         if len(chosen) >= max_count or used >= capacity:
             break
         b = int(blocks[idx])
