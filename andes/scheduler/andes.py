@@ -101,8 +101,10 @@ class AndesPolicy:
             waiting = waiting[view.num_blocks[waiting] <= free]  # only these could enter
             if seats == 0 or waiting.size == 0:
                 return Decision(run=running)
+            if waiting.size <= seats and int(view.num_blocks[waiting].sum()) <= free:
+                return Decision(run=np.concatenate([running, waiting]))  # all of them fit
             sub = view.subset(waiting)
-            gain = self._gains(sub, latency, now, _Costs.of(sub, latency).restore, b, mean_ctx)[0]
+            gain = self._gains(sub, latency, now, _waiting_restore(sub, latency), b, mean_ctx)[0]
             order = waiting[np.lexsort((sub.arrival, -gain / sub.num_blocks))]
             admitted = fill_in_order(order, view.num_blocks, free, seats, skip=True)
             return Decision(run=np.concatenate([running, admitted]))
@@ -277,6 +279,12 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
     return np.lexsort((view.arrival, ~view.is_running)).astype(np.int64)
 
 
+def _waiting_restore(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
+    """Delay before a waiting request's first token if admitted now: swap-in or (re)prefill."""
+    ctx = view.context_tokens
+    return np.where(view.is_swapped, latency.swap_time(ctx), latency.prefill_time(ctx))
+
+
 @dataclass(frozen=True)
 class _Costs:
     """Per-request mechanism costs, computed once per decision."""
@@ -292,10 +300,8 @@ class _Costs:
         (re)prefill of its context; a victim the cheaper of swap and recompute."""
         ctx = view.context_tokens
         is_swap, resume = latency.preemption_costs(ctx)
-        swap_in = np.asarray(latency.swap_time(ctx), dtype=np.float64)
-        prefill = np.asarray(latency.prefill_time(ctx), dtype=np.float64)
         rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
-        restore = np.where(view.is_running, rest, np.where(view.is_swapped, swap_in, prefill))
+        restore = np.where(view.is_running, rest, _waiting_restore(view, latency))
         held = np.asarray(latency.blocks_for(ctx), dtype=np.int64)
         return cls(restore, np.asarray(resume, dtype=np.float64), np.asarray(is_swap, dtype=bool), held)
 
