@@ -25,9 +25,11 @@ def test_synthetic_view_is_memory_full_so_andes_solves():
 
 
 def test_paper_table_prints_both_policies_beside_published(tmp_path, capsys):
-    assert paper_table.main(["--num-requests", "80", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    assert paper_table.main(["--num-requests", "80", "--jobs", "1", "--match-rates", "40",
+                             "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "paper_table.json").read_text())
-    assert [r["policy"] for r in data["rows"]] == ["fcfs", "andes"]
+    assert data["matched_rate"] in (3.3, 40.0)
+    assert [r["policy"] for r in data["rows"] if r["load"] == "published"] == ["fcfs", "andes"]
     assert data["rows"][0]["p10_qoe_paper"] == 0.05 and data["rows"][1]["ttft_p50_paper"] == 0.47
     assert "p10_qoe_sim" in capsys.readouterr().out
 
