@@ -141,6 +141,10 @@ def _check_int(key: str, value: Any, minimum: int) -> None:
 
 def _nonneg(name: str, value: Any) -> np.ndarray:
     """Input as a float array; negative or non-finite counts are a caller bug, reported by name."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+        if value.size and value.min() < 0:  # integers cannot be NaN or infinite: one check
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        return value.astype(np.float64)
     arr = np.asarray(value, dtype=np.float64)
     # Two reductions instead of four (this runs inside every scheduler step): a NaN fails the
     # min comparison, an infinity fails isfinite(max).
@@ -201,7 +205,14 @@ class LatencyModel:
 
     def decode_time(self, batch_size, context_tokens):
         """Seconds for a decode-only step of ``batch_size`` sequences; 0 for an empty batch."""
-        return self.step_time(batch_size, context_tokens, 0)
+        if np.ndim(batch_size) == 0 and np.ndim(context_tokens) == 0:
+            return self.step_time(batch_size, context_tokens, 0)
+        # Arrays (the scheduler's batch-size grid): the decode terms alone, checked once.
+        p = self.profile
+        b = _nonneg("batch_size", batch_size)
+        ctx = _nonneg("context_tokens", context_tokens)
+        t = p.decode_base_s + p.decode_per_seq_s * b + p.decode_per_ctx_token_s * ctx
+        return np.where(b > 0, t, 0.0)
 
     def token_latency(self, batch_size, context_tokens):
         """Interval between two tokens of a request decoding in such a batch (= ``decode_time``)."""
@@ -220,7 +231,13 @@ class LatencyModel:
 
     def prefill_time(self, prompt_tokens):
         """Seconds for a step that only prefills ``prompt_tokens`` (both bases + per token)."""
-        return self.step_time(0, 0, prompt_tokens)
+        if np.ndim(prompt_tokens) == 0:
+            return self.step_time(0, 0, prompt_tokens)
+        # Arrays (every waiting request, every scheduler step): one check, one formula.
+        p = self.profile
+        n = _nonneg("prompt_tokens", prompt_tokens)
+        base = p.decode_base_s + p.prefill_base_s
+        return np.where(n > 0, base + p.prefill_per_token_s * n, 0.0)
 
     def recompute_time(self, num_tokens):
         """Seconds a re-prefill of ``num_tokens`` adds to the step that resumes the request.

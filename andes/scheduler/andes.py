@@ -245,16 +245,14 @@ class AndesPolicy:
             mean_ctx = float(view.context_tokens.mean())
         lat = np.asarray(latency.decode_time(sizes, sizes * mean_ctx), dtype=np.float64)[:, None]
         first = rel + restore + lat  # (sizes, n): next token if served from now on
-        k = np.maximum(np.floor((dt - restore - lat) / lat) + 1.0, 0.0)
+        made = np.floor((dt - restore - lat) / lat) + 1.0  # tokens the engine makes by now+dt
         # Only tokens the reader can digest by the horizon count: one made now but read after
         # now+dt changes nothing the reader sees by then, so a request whose client buffer
         # covers the horizon loses nothing by pausing (spec section 3). No token yet means a
-        # last digest of -inf, hence no limit.
+        # last digest of -inf, hence no limit. Known lengths (oracle) cap the tokens too; fmin
+        # passes over the NaN of unknown ones.
         readable = np.floor((rel + dt - view.last_digest) * view.tds)
-        k = np.maximum(np.fmin(k, readable), 0.0)
-        remaining = view.remaining_tokens
-        known = np.isfinite(remaining)
-        k = np.where(known, np.minimum(k, np.where(known, remaining, 0.0)), k)
+        k = np.maximum(np.fmin(np.fmin(made, readable), view.remaining_tokens), 0.0)
         # Left out, the same tokens come one horizon later: the gain is what that delay costs
         # the reader, judged on the same tokens (comparing against "no tokens at all" would
         # charge a stalled reader for one late token only, so serving could look worse).
