@@ -13,7 +13,7 @@ Two drivers use it: ``simulate`` runs a trace in virtual time for benchmarks, an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +26,7 @@ __all__ = ["SimCore", "StepResult", "simulate"]
 
 # Request states.
 PENDING, WAITING, RUNNING, SWAPPED, DONE = 0, 1, 2, 3, 4
-_FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change", "first_token", "last_token")
+_FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change")
 _FIELDS_I = ("prompt", "target", "num_generated", "num_computed", "num_preemptions", "seg_start", "state")
 
 
@@ -256,8 +256,6 @@ class SimCore:
         c = np.maximum(t - self.arrival[emitted], self.last_digest[emitted] + period)
         self.delay_area[emitted] += np.maximum(c - (self.ttft[emitted] + n * period), 0.0)
         self.last_digest[emitted] = c
-        self.first_token[emitted] = np.fmin(self.first_token[emitted], t)  # NaN until the first
-        self.last_token[emitted] = t
         self.num_generated[emitted] = n + 1
         # The new token joins the context; its KV is written by the next decode step, whose
         # cost the latency model already counts, so it is "computed" from here on.
@@ -342,7 +340,6 @@ class SimResult:
     num_preemptions: int
     num_swaps: int
     makespan_s: float
-    extra: dict = field(default_factory=dict)
 
 
 def simulate(trace, policy: Policy, latency: LatencyModel, *, oracle: bool = False,
