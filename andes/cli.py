@@ -47,6 +47,7 @@ def _profiles(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``andes`` argument parser with every subcommand."""
     from andes.benchmarks.qoe_vs_load import add_arguments
     from andes.benchmarks.runner import BENCH_POLICIES
     from andes.latency import DEFAULT_PROFILE
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``andes`` subcommand; bad files or values exit 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -31,6 +31,7 @@ PUBLISHED = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the paper row at the published and the matched load; print and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="opt-66b-a100x4")
     parser.add_argument("--rate", type=float, default=3.3)

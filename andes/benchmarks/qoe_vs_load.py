@@ -59,6 +59,7 @@ def _pick(records, policy, trace):
 
 
 def sweep_jobs(args) -> list[Job]:
+    """One job per (kind, rate, policy) of the sweep."""
     jobs = []
     for kind in args.kinds:
         for rate in args.rates:
@@ -81,6 +82,7 @@ def target_runs(args, cap: float) -> tuple[list[dict], list[dict]]:
 
 
 def summarise(records: list[dict], overload: list[dict], bursts: list[dict], policies) -> dict[str, Any]:
+    """Capacities and the Andes/FCFS ratios of the targets, from the records."""
     kinds = sorted({r["trace"] for r in records})
     summary: dict[str, Any] = {"capacity_rps": {}}
     for p in policies:
@@ -213,6 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry (``bench/qoe_vs_load.py``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -44,11 +44,13 @@ class TraceSpec:
 
     @property
     def label(self) -> str:
+        """Name of the trace in tables: the arrival kind, with the burst intensity."""
         if self.kind == "burst":
             return f"burst{self.intensity:g}x"
         return self.kind
 
     def build(self) -> list[TraceRequest]:
+        """The trace itself (deterministic in the spec)."""
         return make_trace(self.kind, self.rate, self.num_requests, self.seed, cv=self.cv,  # type: ignore[arg-type]
                           intensity=self.intensity, burst_fraction=self.burst_fraction, period=self.period)
 

@@ -55,6 +55,7 @@ def synthetic_view(num_running: int, num_waiting: int, latency: LatencyModel, se
 
 
 def time_policy(name: str, view, budget, latency, now, repeats: int) -> float:
+    """Median seconds of one ``decide`` call over ``repeats`` calls."""
     policy = make_policy(name)
     policy.decide(view, budget, latency, now)  # warm-up
     samples = []
@@ -66,6 +67,7 @@ def time_policy(name: str, view, budget, latency, now, repeats: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Time every policy over the queue sizes; print and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--repeats", type=int, default=200)

@@ -22,6 +22,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Time the simulator on the trace per policy; print and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--rate", type=float, default=4.5)

@@ -73,6 +73,7 @@ class TokenEvent:
 
     @property
     def is_final(self) -> bool:
+        """The last event of its stream."""
         return self.finish_reason is not None
 
 

@@ -27,6 +27,7 @@ class BlockPool:
             self.held = np.concatenate([self.held, np.zeros(num_slots - self.held.size, dtype=np.int64)])
 
     def can_allocate(self, num_blocks: int) -> bool:
+        """Whether ``num_blocks`` more blocks are free."""
         return 0 <= num_blocks <= self.num_free
 
     def allocate(self, slot: int, num_blocks: int) -> None:

@@ -113,6 +113,7 @@ class SimCore:
 
     @property
     def has_work(self) -> bool:
+        """Whether any request is running or waiting."""
         return bool(self.running.size or self.waiting.size)
 
     # -- one engine step ----------------------------------------------------------------------

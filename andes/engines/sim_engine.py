@@ -45,6 +45,7 @@ class VirtualClock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        """Advance the clock instead of waiting."""
         self.now += max(seconds, 0.0)
         await asyncio.sleep(0)
 
@@ -112,6 +113,7 @@ class SimEngine:
         self._close(stream, "abort", self.clock())
 
     def stats(self) -> EngineStats:
+        """Counters of the core now (cheap: routing reads it often)."""
         core = self.core
         states = core.state[core.waiting] if core.waiting.size else np.zeros(0, dtype=np.int64)
         return EngineStats(

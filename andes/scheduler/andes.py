@@ -76,6 +76,7 @@ class AndesPolicy:
     name: str = "andes"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
+        """Serve everyone when all fit; else the full solve or the light admission path."""
         n = len(view)
         if n == 0:
             return Decision(run=np.zeros(0, dtype=np.int64))

@@ -106,6 +106,7 @@ class Decision:
 
     @property
     def num_preempted(self) -> int:
+        """How many running requests this plan evicts."""
         return int(self.preempt.shape[0])
 
 

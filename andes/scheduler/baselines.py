@@ -35,6 +35,7 @@ class FCFSPolicy:
     name: str = "fcfs"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
+        """This step's plan (see the class docstring)."""
         running = np.flatnonzero(view.is_running)
         running = running[np.argsort(view.arrival[running], kind="stable")]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=False)
@@ -59,6 +60,7 @@ class RoundRobinPolicy:
     name: str = "round_robin"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
+        """This step's plan (see the class docstring)."""
         # The quantum counts only once prefill is done: otherwise a long prefill queue evicts
         # requests before their first token, over and over (a livelock).
         in_quantum = view.is_running & ((now - view.last_change < self.quantum_s) | (view.num_uncomputed > 0))
@@ -92,6 +94,7 @@ class LeastQoEFirstPolicy:
     name: str = "lqf"
 
     def decide(self, view: SchedulerView, budget: Budget, latency: LatencyModel, now: float) -> Decision:
+        """This step's plan (see the class docstring)."""
         order = np.lexsort((view.arrival, live_qoe_of(view, now)))
         run = fill_in_order(order, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         return _decision(view, run)
