@@ -1,0 +1,183 @@
+"""One typed, validated configuration tree for the served app (pure: no I/O beyond profiles).
+
+``ReplicaConfig`` is what an engine replica's Ray Serve ``user_config`` holds (engine and
+policy); ``GatewayConfig`` and the service classes are what the gateway's builder arguments
+hold; ``ServeConfig`` is the whole tree. Every model forbids unknown keys, so a typo fails at
+start with the field's path (``policy.andes.horizon_s``), never later inside the engine.
+Use ``load_config`` to turn a ``ValidationError`` into one short ``ConfigError`` message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Type, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from andes.engines.base import MAX_TDS, MAX_TTFT_S
+from andes.latency import DEFAULT_PROFILE, LatencyModel, load_profile
+from andes.scheduler import AndesConfig, Policy, make_policy
+
+__all__ = [
+    "AndesSettings",
+    "ConfigError",
+    "EngineConfig",
+    "GatewayConfig",
+    "PolicyConfig",
+    "ReplicaConfig",
+    "ServeConfig",
+    "ServiceClassConfig",
+    "load_config",
+]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names each bad field by its dotted path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class EngineConfig(_Strict):
+    """Which engine a replica runs and how it keeps time."""
+
+    kind: Literal["sim", "vllm"] = "sim"
+    """``sim``: the simulated engine; ``vllm``: the real engine (not available yet)."""
+    profile: str = DEFAULT_PROFILE
+    """Latency profile: a shipped name (``andes profiles``) or a JSON file path."""
+    time_mode: Literal["wall"] = "wall"
+    """Served engines run on the wall clock (each step takes its modelled time)."""
+
+    @field_validator("kind")
+    @classmethod
+    def _only_available_kinds(cls, kind: str) -> str:
+        if kind == "vllm":
+            raise ValueError("the 'vllm' engine is not available yet; use kind 'sim'")
+        return kind
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_exists(cls, profile: str) -> str:
+        load_profile(profile)  # raises ValueError naming the known profiles
+        return profile
+
+    def latency_model(self) -> LatencyModel:
+        """The latency model this engine steps by."""
+        return load_profile(self.profile)
+
+
+class AndesSettings(_Strict):
+    """Knobs of the Andes policy (``andes.scheduler.AndesConfig``, same names and defaults)."""
+
+    objective: Literal["avg", "min", "count"] = "avg"
+    horizon_s: float = Field(10.0, gt=0, le=3600)
+    solve_every: int = Field(10, ge=1)
+    pressure_threshold: float = Field(0.9, ge=0, le=1)
+    running_bonus: float = Field(0.1, ge=0)
+    max_preemptions_per_request: float = Field(1.0, ge=0, allow_inf_nan=True)
+    """Cap on average preemptions per request; ``.inf`` disables it."""
+    refiner: bool = True
+    qoe_threshold: float = Field(0.95, ge=0, le=1)
+    num_batch_sizes: int = Field(8, ge=1)
+
+    def to_andes_config(self) -> AndesConfig:
+        """The scheduler's own config object."""
+        return AndesConfig(**self.model_dump())
+
+
+class PolicyConfig(_Strict):
+    """Which scheduling policy the engine runs (switchable at runtime)."""
+
+    name: Literal["fcfs", "round_robin", "lqf", "andes"] = "andes"
+    andes: AndesSettings = AndesSettings()
+    """Used when ``name`` is ``andes``."""
+    round_robin_quantum_s: float = Field(10.0, gt=0)
+    """Used when ``name`` is ``round_robin``: decode time a request gets before yielding."""
+
+    def build(self) -> Policy:
+        """A fresh policy object for the engine."""
+        if self.name == "andes":
+            return make_policy("andes", **self.andes.model_dump())
+        if self.name == "round_robin":
+            return make_policy("round_robin", quantum_s=self.round_robin_quantum_s)
+        return make_policy(self.name)
+
+
+class ReplicaConfig(_Strict):
+    """An engine replica's ``user_config``: its engine and its policy."""
+
+    engine: EngineConfig = EngineConfig()
+    policy: PolicyConfig = PolicyConfig()
+
+
+class ServiceClassConfig(_Strict):
+    """Default expectations of one service class (spec section 1)."""
+
+    tds: float = Field(gt=0, le=MAX_TDS)
+    """Tokens/s the reader (or voice) digests."""
+    ttft: float | None = Field(None, gt=0, le=MAX_TTFT_S)
+    """Expected time to first token; ``None``: ``max(1, prompt_tokens / 5000)`` s."""
+
+
+def _default_classes() -> dict[str, ServiceClassConfig]:
+    # Reading about 4.8 tokens/s, listening (text-to-speech) about 3.3 (spec section 1).
+    return {"text": ServiceClassConfig(tds=4.8), "voice": ServiceClassConfig(tds=3.3)}
+
+
+class GatewayConfig(_Strict):
+    """What the OpenAI-compatible gateway serves and accepts."""
+
+    model_name: str = Field("andes-sim", min_length=1)
+    """The model id that ``/v1/models`` lists and responses carry."""
+    max_tokens_per_event: int = Field(16, ge=1, le=4096)
+    """Coalescing: at most this many tokens that are ready together go out as one event."""
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_cap: int = Field(4096, ge=1)
+    """Requests asking for more ``max_tokens`` than this are rejected (400)."""
+    default_service_class: str = "text"
+    service_classes: dict[str, ServiceClassConfig] = Field(default_factory=_default_classes)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GatewayConfig":
+        if self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds "
+                             f"max_tokens_cap ({self.max_tokens_cap})")
+        if self.default_service_class not in self.service_classes:
+            raise ValueError(f"default_service_class {self.default_service_class!r} is not one of "
+                             f"service_classes ({sorted(self.service_classes)})")
+        return self
+
+    def expectations(self, service_class: str | None, prompt_tokens: int) -> tuple[float, float]:
+        """Default (ttft, tds) for a request of ``service_class`` with ``prompt_tokens``."""
+        cls = self.service_classes[service_class or self.default_service_class]
+        ttft = cls.ttft if cls.ttft is not None else max(1.0, prompt_tokens / 5000.0)
+        return min(ttft, MAX_TTFT_S), cls.tds
+
+
+class ServeConfig(_Strict):
+    """The whole served app: gateway settings and the engine replicas' settings."""
+
+    gateway: GatewayConfig = GatewayConfig()
+    replica: ReplicaConfig = ReplicaConfig()
+
+
+def _format(error: ValidationError, prefix: str) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        message = item["msg"].removeprefix("Value error, ")
+        got = repr(item.get("input"))
+        got = got if len(got) <= 80 else got[:77] + "..."
+        lines.append(f"{path or '<root>'}: {message} (got {got})")
+    return "; ".join(lines)
+
+
+def load_config(model: Type[ModelT], data: Mapping[str, Any] | None, *, where: str = "") -> ModelT:
+    """Validate ``data`` as ``model``; on failure raise ``ConfigError`` naming each field path."""
+    try:
+        return model.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {model.__name__}: {_format(exc, where)}") from None
+

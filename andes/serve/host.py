@@ -1,0 +1,118 @@
+"""One engine behind a replica, without Ray: build, stream with coalescing, reconfigure, stats.
+
+``EngineHost`` is what the Ray Serve deployment in ``replica.py`` delegates to, so its logic
+runs in plain asyncio tests with a virtual clock. Contract:
+- ``generate`` yields ``TokenEvent``s whose last one is final; tokens that are ready together
+  (queued while the consumer was busy) leave as one event, at most ``max_tokens_per_event``;
+- when the consumer stops early (Ray Serve cancels the generator on client disconnect) the
+  engine request is aborted and its KV memory freed before ``generate`` returns;
+- ``reconfigure`` switches the policy between engine steps without restarting the engine;
+  engine settings (kind, profile) change only while the engine is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from andes.config import ConfigError, ReplicaConfig, load_config
+from andes.engines.base import EngineRequest, TokenEvent
+from andes.engines.sim_engine import SimEngine
+
+__all__ = ["EngineHost", "merge_events"]
+
+
+def merge_events(events: list[TokenEvent]) -> TokenEvent:
+    """One event carrying ``events``' tokens in order; time, finish and counters of the last."""
+    if len(events) == 1:
+        return events[0]
+    first, last = events[0], events[-1]
+    return dataclasses.replace(
+        last,
+        index=first.index,
+        token_ids=tuple(tok for ev in events for tok in ev.token_ids),
+        text="".join(ev.text for ev in events),
+    )
+
+
+class EngineHost:
+    """Owns one engine built from a ``ReplicaConfig``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | ReplicaConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self.config = config if isinstance(config, ReplicaConfig) else \
+            load_config(ReplicaConfig, config, where="user_config")
+        self.engine = self._build(self.config)
+
+    def _build(self, config: ReplicaConfig) -> SimEngine:
+        # EngineConfig rejects kinds that are not available, so only "sim" gets here.
+        return SimEngine(config.policy.build(), config.engine.latency_model(),
+                         clock=self._clock, sleep=self._sleep)
+
+    async def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
+        """Apply a new ``user_config``: new policy in place; new engine only when idle."""
+        config = load_config(ReplicaConfig, user_config, where="user_config")
+        if config.engine != self.config.engine:
+            if self.num_open() > 0:
+                raise ConfigError("user_config.engine: engine settings change only while the "
+                                  "replica is idle (redeploy, or drain it first)")
+            old, self.engine = self.engine, self._build(config)
+            await old.shutdown()
+        elif config.policy != self.config.policy:
+            self.engine.set_policy(config.policy.build())
+        self.config = config
+
+    def num_open(self) -> int:
+        """Requests the engine holds (running, waiting or swapped)."""
+        stats = self.engine.stats()
+        return stats.num_running + stats.num_waiting + stats.num_swapped
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's ``EngineStats`` as a plain dict (what the router will read)."""
+        return dataclasses.asdict(self.engine.stats())
+
+    async def generate(self, request: Mapping[str, Any], max_tokens_per_event: int = 16
+                       ) -> AsyncIterator[TokenEvent]:
+        """Stream ``request`` (``EngineRequest`` fields); see the module docstring."""
+        engine_request = EngineRequest(**request)
+        engine = self.engine  # a reconfigure that swaps engines must not strand this stream
+        ready: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        pump = asyncio.ensure_future(
+            self._pump(engine.submit(engine_request), ready, engine_request.request_id))
+        finished = False
+        try:
+            while not finished:
+                batch = [await ready.get()]
+                num_tokens = len(batch[0].token_ids)
+                while not batch[-1].is_final and not ready.empty() and num_tokens < max_tokens_per_event:
+                    batch.append(ready.get_nowait())
+                    num_tokens += len(batch[-1].token_ids)
+                event = merge_events(batch)
+                finished = event.is_final
+                yield event
+        finally:
+            if not finished:  # consumer left early: free the engine's memory now
+                pump.cancel()
+                await engine.abort(engine_request.request_id)
+
+    async def _pump(self, stream: AsyncIterator[TokenEvent], ready: asyncio.Queue,
+                    request_id: str) -> None:
+        try:
+            async for event in stream:
+                ready.put_nowait(event)
+        except Exception as exc:  # never leave ``generate`` waiting for a final event
+            ready.put_nowait(TokenEvent(request_id, 0, (), "", self._clock(), "error",
+                                        error=f"engine stream failed: {exc!r}"))
+
+    async def shutdown(self) -> None:
+        """Stop the engine; open streams end with an ``abort`` event."""
+        await self.engine.shutdown()

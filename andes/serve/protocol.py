@@ -1,0 +1,254 @@
+"""The OpenAI-compatible wire format, without Ray or FastAPI: parse, validate, chunks, QoE.
+
+``parse_request`` turns a JSON body into a ``Job`` or raises ``ApiError`` (HTTP status plus
+OpenAI's error JSON shape, naming the offending field in ``param``). ``Job`` builds the chunks;
+``DeliveryMeter`` measures what the client gets (TTFT, delivered TDS, QoE via ``andes.qoe``)
+from the times the gateway sends tokens, relative to the request's arrival at the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from andes.config import GatewayConfig
+from andes.engines.base import MAX_TDS, MAX_TTFT_S
+from andes.qoe import DigestState
+
+__all__ = ["ApiError", "DeliveryMeter", "Job", "count_tokens", "error_body", "parse_request", "sse"]
+
+Route = Literal["completions", "chat"]
+
+
+class ApiError(Exception):
+    """An error to send as OpenAI's error JSON with ``status``."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 type: str = "invalid_request_error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.type, self.code = status, message, param, type, code
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {...}}`` as OpenAI's API returns it."""
+        return error_body(self.message, self.param, self.type, self.code)
+
+
+def error_body(message: str, param: str | None = None, type: str = "invalid_request_error",
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error JSON shape."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    """One server-sent event carrying ``payload`` (a dict is sent as JSON)."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+def count_tokens(text: str) -> int:
+    """Prompt tokens as the simulated engine counts them (whitespace words, at least 1)."""
+    return max(1, len(text.split()))
+
+
+# ---------------------------------------------------------------------------------- requests
+_Positive = dict(gt=0, allow_inf_nan=False)
+
+
+class _Common(BaseModel):
+    # Unknown OpenAI parameters (temperature, top_p, user, ...) are accepted and ignored.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1)
+    ttft: float | None = Field(None, le=MAX_TTFT_S, **_Positive)
+    """Expected time to first token (s); default from the service class or spec section 1."""
+    tds: float | None = Field(None, le=MAX_TDS, **_Positive)
+    """Expected token delivery speed (tokens/s); default from the service class."""
+    service_class: str | None = None
+
+
+class CompletionBody(_Common):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+
+
+class ChatMessage(BaseModel):
+    """One chat message; content parts other than text are not supported."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return " ".join(str(part.get("text", "")) for part in self.content)
+        return self.content or ""
+
+
+class ChatBody(_Common):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = str(first["loc"][0]) if first["loc"] else None
+    where = ".".join(str(p) for p in first["loc"])
+    got = repr(first.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    message = first["msg"].removeprefix("Value error, ")
+    return ApiError(400, f"{where or 'body'}: {message} (got {got})", param)
+
+
+def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: float) -> "Job":
+    """Validate a request body for ``route``; raise ``ApiError`` naming the bad field."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    model = CompletionBody if route == "completions" else ChatBody
+    try:
+        body = model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if body.model is not None and body.model != config.model_name:
+        raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
+                            f"{config.model_name!r}", "model", code="model_not_found")
+    if isinstance(body, ChatBody):
+        prompt = "\n".join(f"{m.role}: {m.text()}" for m in body.messages)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+    else:
+        if isinstance(body.prompt, list) and len(body.prompt) != 1:
+            raise ApiError(400, "prompt: exactly one prompt per request is supported", "prompt")
+        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+        max_tokens = body.max_tokens
+    max_tokens = max_tokens or config.default_max_tokens
+    if max_tokens > config.max_tokens_cap:
+        raise ApiError(400, f"max_tokens: at most {config.max_tokens_cap} (got {max_tokens})",
+                       "max_tokens")
+    if body.service_class is not None and body.service_class not in config.service_classes:
+        raise ApiError(400, f"service_class: unknown {body.service_class!r}; choose one of "
+                            f"{sorted(config.service_classes)}", "service_class")
+    num_prompt_tokens = count_tokens(prompt)
+    ttft, tds = config.expectations(body.service_class, num_prompt_tokens)
+    return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
+               num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens,
+               ttft=ttft if body.ttft is None else body.ttft,
+               tds=tds if body.tds is None else body.tds, arrival=arrival)
+
+
+# ------------------------------------------------------------------------------------ output
+@dataclass
+class DeliveryMeter:
+    """QoE of what the client received: token send times relative to arrival at the gateway."""
+
+    ttft: float
+    tds: float
+    arrival: float
+    digest: DigestState = field(init=False)
+    num_preemptions: int = 0
+
+    def __post_init__(self) -> None:
+        self.digest = DigestState(self.ttft, self.tds)
+
+    def add(self, num_tokens: int, t: float) -> None:
+        """``num_tokens`` tokens left the gateway together at clock time ``t``."""
+        for _ in range(num_tokens):
+            self.digest.add_token(t - self.arrival)
+
+    def report(self) -> dict[str, Any]:
+        """The ``andes`` object of the final chunk / response."""
+        d = self.digest
+        span = d.last_token_time - d.first_token_time if d.num_tokens > 1 else 0.0
+        return {
+            "ttft": None if d.num_tokens == 0 else round(d.first_token_time, 6),
+            "tds": round((d.num_tokens - 1) / span, 6) if span > 0 else None,
+            "qoe": round(d.qoe(), 6),
+            "num_preemptions": self.num_preemptions,
+            "expected_ttft": self.ttft,
+            "expected_tds": self.tds,
+        }
+
+
+@dataclass
+class Job:
+    """One validated request and the chunks that answer it."""
+
+    route: Route
+    model: str
+    stream: bool
+    prompt: str
+    num_prompt_tokens: int
+    max_tokens: int
+    ttft: float
+    tds: float
+    arrival: float
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def response_id(self) -> str:
+        return ("chatcmpl-" if self.route == "chat" else "cmpl-") + self.request_id
+
+    def engine_request(self) -> dict[str, Any]:
+        """Fields of ``EngineRequest`` (a plain dict, so a router can read it)."""
+        return {"request_id": self.request_id, "ttft": self.ttft, "tds": self.tds,
+                "max_tokens": self.max_tokens, "prompt": self.prompt,
+                "num_prompt_tokens": self.num_prompt_tokens}
+
+    def meter(self) -> DeliveryMeter:
+        return DeliveryMeter(self.ttft, self.tds, self.arrival)
+
+    def _envelope(self, choice: dict[str, Any], chunk: bool) -> dict[str, Any]:
+        kind = {("chat", True): "chat.completion.chunk", ("chat", False): "chat.completion",
+                ("completions", True): "text_completion", ("completions", False): "text_completion"}
+        return {"id": self.response_id, "object": kind[(self.route, chunk)], "created": self.created,
+                "model": self.model, "choices": [choice]}
+
+    def chunk(self, text: str, first: bool) -> dict[str, Any]:
+        """A streamed chunk carrying ``text``."""
+        if self.route == "chat":
+            delta = {"role": "assistant", "content": text} if first else {"content": text}
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+        return self._envelope(choice, chunk=True)
+
+    def final_chunk(self, finish_reason: str, meter: DeliveryMeter) -> dict[str, Any]:
+        """The last streamed chunk: finish reason, usage and the ``andes`` QoE report."""
+        if self.route == "chat":
+            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": finish_reason}
+        out = self._envelope(choice, chunk=True)
+        out["usage"] = self.usage(meter.digest.num_tokens)
+        out["andes"] = meter.report()
+        return out
+
+    def response(self, text: str, finish_reason: str, meter: DeliveryMeter) -> dict[str, Any]:
+        """The whole non-streaming response."""
+        if self.route == "chat":
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        out = self._envelope(choice, chunk=False)
+        out["usage"] = self.usage(meter.digest.num_tokens)
+        out["andes"] = meter.report()
+        return out
+
+    def usage(self, num_completion_tokens: int) -> dict[str, int]:
+        return {"prompt_tokens": self.num_prompt_tokens, "completion_tokens": num_completion_tokens,
+                "total_tokens": self.num_prompt_tokens + num_completion_tokens}

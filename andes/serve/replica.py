@@ -1,0 +1,59 @@
+"""The engine replica: a Ray Serve deployment wrapping one engine (``EngineHost``).
+
+Ray Serve calls ``reconfigure`` with the deployment's ``user_config`` right after construction
+and again whenever only ``user_config`` changes (no restart), so a policy switch keeps the
+engine, its running requests and its counters. ``record_routing_stats`` is Serve's hook for a
+custom request router (``RequestRouterConfig``); until the QoE-headroom router lands, Serve's
+default power-of-two router ignores it. Cancelling the ``generate`` call (Serve does when the
+client disconnects) aborts the engine request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from ray import serve
+
+from andes.engines.base import TokenEvent
+from andes.serve.host import EngineHost
+
+__all__ = ["EngineReplica"]
+
+
+@serve.deployment(
+    name="EngineReplica",
+    num_replicas=2,
+    # The engine is asyncio-bound and cheap on CPU; a whole core per replica would not fit
+    # two replicas and the gateway on a 2-core machine.
+    ray_actor_options={"num_cpus": 0},
+    # Serve's default of 5 would queue requests in the router instead of in the engine,
+    # where the scheduler can see them.
+    max_ongoing_requests=1000,
+)
+class EngineReplica:
+    """One engine running the configured policy; streams ``TokenEvent``s."""
+
+    def __init__(self) -> None:
+        self.host = EngineHost()  # defaults until Serve passes user_config to reconfigure
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Validate ``user_config`` (``andes.config.ReplicaConfig``) and apply it in place."""
+        await self.host.reconfigure(user_config)
+
+    async def generate(self, request: dict[str, Any], max_tokens_per_event: int = 16
+                       ) -> AsyncIterator[TokenEvent]:
+        """Stream ``request`` (``EngineRequest`` fields as a dict); the last event is final."""
+        async for event in self.host.generate(request, max_tokens_per_event):
+            yield event
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's ``EngineStats`` as a dict."""
+        return self.host.stats()
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Serve's routing-stats hook: what a request router reads about this replica."""
+        return self.host.stats()
+
+    async def __del__(self) -> None:
+        # Serve awaits an async __del__ on graceful shutdown: open streams end with "abort".
+        await self.host.shutdown()
