@@ -15,11 +15,10 @@ profile's throughput is from the engine the paper measured.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
-from andes.benchmarks.report import format_table
+from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import Job, TraceSpec, run_jobs
 
 __all__ = ["PUBLISHED", "main"]
@@ -61,10 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "mean_qoe_sim": rec["mean_qoe"], "throughput_tok_s": rec["throughput_tok_s"],
                      "preemptions_per_request": rec["preemptions_per_request"]})
     print(format_table(rows, list(rows[0])))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = {"profile": args.profile, "rate": args.rate, "matched_rate": matched,
               "num_requests": args.num_requests, "published": PUBLISHED, "rows": rows, "records": records}
-    (out / "paper_table.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'paper_table.json'}")
+    write_json(Path(args.out) / "paper_table.json", result)
     return 0

@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
-from andes.benchmarks.report import format_table, plot_metrics
+from andes.benchmarks.report import json_ready, format_table, plot_metrics, write_json
 from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, run_jobs
 from andes.latency import DEFAULT_PROFILE
 from andes.workload import read_trace
@@ -127,7 +126,7 @@ def run(args) -> dict[str, Any]:
         records = run_jobs(jobs, workers=args.jobs, desc="replaying", progress=not args.no_progress)
         print(format_table(records, TABLE_COLUMNS))
         result = {"profile": args.profile, "trace_file": str(args.trace), "records": records}
-        _write(out / "qoe_trace_replay.json", result)
+        write_json(out / "qoe_trace_replay.json", result)
         return result
     records = run_jobs(sweep_jobs(args), workers=args.jobs, progress=not args.no_progress)
     print(format_table(records, TABLE_COLUMNS))
@@ -139,34 +138,13 @@ def run(args) -> dict[str, Any]:
         print(format_table(overload + bursts, TABLE_COLUMNS))
     summary = summarise(records, overload, bursts, args.policies)
     print()
-    print(json.dumps(summary, indent=2, default=_json_default))
+    print(json.dumps(json_ready(summary), indent=2))
     result = {"profile": args.profile, "num_requests": args.num_requests, "seed": args.seed,
               "records": records, "target_records": overload + bursts, "summary": summary}
-    _write(out / "qoe_vs_load.json", result)
+    write_json(out / "qoe_vs_load.json", result)
     if not args.no_plots:
         plot_metrics(records, PLOTTED, out / "qoe_vs_load", title=f"{args.profile}, {args.num_requests} requests")
     return result
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x))
-
-
-def _write(path: Path, data: dict) -> None:
-    # Infinite/NaN ratios are written as null: JSON has no such numbers.
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    path.write_text(json.dumps(clean(data), indent=1, default=_json_default) + "\n")
-    print(f"wrote {path}")
 
 
 def _rates(text: str) -> tuple[float, ...]:

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-__all__ = ["format_table", "plot_metrics"]
+import numpy as np
+
+__all__ = ["format_table", "json_ready", "plot_metrics", "write_json"]
+
+
+def json_ready(v: Any) -> Any:
+    """JSON-ready: NumPy scalars as Python numbers, NaN and infinities as null."""
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN/inf
+    if isinstance(v, dict):
+        return {k: json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_ready(x) for x in v]
+    return v
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as strict JSON (one results file) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_ready(data), indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 def _cell(value) -> str:

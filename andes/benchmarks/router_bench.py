@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import math
 import os
 import time
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from andes.benchmarks.report import format_table
+from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import TraceSpec
 from andes.engines.sim import SimCore
 from andes.engines.sim_stats import from_core
@@ -182,18 +181,6 @@ def summarise(records: list[dict], default_period: float) -> list[dict[str, Any]
     return rows
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None  # JSON has no NaN/inf
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return v
-
-
 def plot(records: list[dict], path: Path) -> None:
     """Bars of mean and p10 QoE per router, a panel per (N, trace), default period."""
     import matplotlib
@@ -287,9 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "jobs", "no_plots")}
     result = {"settings": settings, "records": records, "headroom_vs_p2c": summary}
-    path = out / "router.json"
-    path.write_text(json.dumps(_clean(result), indent=1) + "\n")
-    print(f"wrote {path}")
+    write_json(out / "router.json", result)
     if not args.no_plots:
         plot(records, out / "router.png")
     return 0

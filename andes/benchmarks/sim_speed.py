@@ -7,12 +7,11 @@ large and queues non-trivial: the regime the QoE benchmarks spend their time in.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Sequence
 
-from andes.benchmarks.report import format_table
+from andes.benchmarks.report import format_table, write_json
 from andes.engines.sim import simulate
 from andes.latency import DEFAULT_PROFILE, load_profile
 from andes.scheduler import make_policy
@@ -42,8 +41,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "num_steps": result.num_steps, "us_per_step": 1e6 * wall / max(result.num_steps, 1),
                         "simulated_tokens": tokens, "target_s": 20.0, "met": wall < 20.0})
     print(format_table(records, ("policy", "num_requests", "rate", "wall_s", "num_steps", "us_per_step", "met")))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sim_speed.json").write_text(json.dumps({"profile": args.profile, "records": records}, indent=1) + "\n")
-    print(f"wrote {out / 'sim_speed.json'}")
+    write_json(Path(args.out) / "sim_speed.json", {"profile": args.profile, "records": records})
     return 0
