@@ -136,3 +136,17 @@ def test_invalid_engine_request_is_rejected_before_submission():
             _ = [e async for e in host.generate({**request(), "tds": 0.0})]
         return host.num_open()
     assert run(main()) == 0
+
+
+def test_an_engine_stream_that_fails_still_ends_with_a_final_error_event():
+    async def main():
+        host = make_host()
+
+        async def broken(_request):
+            yield TokenEvent("r", 0, (0,), "the", 0.0)
+            raise RuntimeError("boom")
+        host.engine.submit = broken  # the engine contract broken on purpose
+        return [e async for e in host.generate(request())]
+    events = run(main())
+    assert events[-1].finish_reason == "error" and "boom" in events[-1].error
+    assert events[0].token_ids == (0,)
