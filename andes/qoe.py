@@ -63,10 +63,10 @@ def expected_area(c_end: np.ndarray | float, n: np.ndarray | int, ttft, tds) -> 
     tds = np.asarray(tds, dtype=np.float64)
     ttft = np.asarray(ttft, dtype=np.float64)
     # fmax/fmin map -inf (no token yet) and NaN to 0 without warnings: this runs every step.
-    m = np.fmin(np.fmax(np.ceil((c_end - ttft) * tds), 0.0), n)
-    lead = np.where(m > 0, c_end - ttft, 0.0)  # c_end may be -inf (no tokens): m is 0 then
-    area = m * lead - m * (m - 1) / (2.0 * tds)
-    area = np.where(m > 0, area, 0.0)
+    since = c_end - ttft
+    m = np.fmin(np.fmax(np.ceil(since * tds), 0.0), n)
+    lead = np.where(m > 0, since, 0.0)  # c_end may be -inf (no tokens): m is 0 then
+    area = m * (lead - (m - 1) / (2.0 * tds))  # 0 when m is 0
     return area if area.ndim else float(area)
 
 
@@ -233,10 +233,11 @@ def _extend(n, c_last, s_delay, t0, tds, k, a0, spacing):
     m0 = np.fmax(c_last + step - e_next, 0.0)
     a = a0 - e_next  # lateness of the first new token against its expected time
     b = pace - step  # growth of that lateness per token (0 when the engine outpaces the reader)
-    growing = b > 0
-    j_star = np.where(growing, np.floor((m0 - a) / np.where(growing, b, 1.0)) + 1.0,
-                      np.where(a <= m0, k, 0.0))
-    j_star = np.clip(j_star, 0.0, k)  # k = 0 gives j_star = 0 and nothing added below
+    # j_star = how many of the k terms the constant lag m0 dominates. With b = 0 every term is
+    # a, and any split gives the same sum, so a tiny b in place of 0 is exact; the division
+    # may then reach +-inf, which the bounds below turn into k or 0.
+    j_star = np.floor((m0 - a) / np.maximum(b, 1e-12)) + 1.0
+    j_star = np.minimum(np.maximum(j_star, 0.0), k)  # k = 0 gives 0: nothing added below
     added = j_star * m0 + (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
     new_last = np.where(k > 0, np.fmax(c_last + k * step, a0 + (k - 1.0) * pace), c_last)
     return n + k, new_last, s_delay + added
