@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+from andes.benchmarks.args import names, positive_floats, positive_int
 from andes.benchmarks.report import json_ready, format_table, plot_metrics, write_json
 from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, run_jobs
 from andes.latency import DEFAULT_PROFILE
@@ -148,31 +149,7 @@ def run(args) -> dict[str, Any]:
 
 
 def _rates(text: str) -> tuple[float, ...]:
-    try:
-        rates = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise argparse.ArgumentTypeError(f"rates must be finite and > 0 (got {text!r})")
-    return tuple(sorted(rates))
-
-
-def _policies(text: str) -> tuple[str, ...]:
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [n for n in names if n not in BENCH_POLICIES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown policy {bad}; choose from {', '.join(BENCH_POLICIES)}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
-    return value
+    return tuple(sorted(positive_floats(text)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,12 +157,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile name or JSON file")
     parser.add_argument("--trace", help="replay this JSONL trace file instead of the rate sweep")
     parser.add_argument("--rates", type=_rates, default=DEFAULT_RATES, help="comma-separated req/s")
-    parser.add_argument("--kinds", default="poisson,burst", type=lambda s: tuple(s.split(",")),
+    parser.add_argument("--kinds", default=("poisson", "burst"), type=names(("poisson", "burst", "gamma")),
                         help="arrival processes to sweep (poisson, burst, gamma)")
-    parser.add_argument("--num-requests", type=_positive_int, default=2000)
+    parser.add_argument("--num-requests", type=positive_int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--policies", type=_policies, default=BENCH_POLICIES)
-    parser.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--policies", type=names(BENCH_POLICIES), default=BENCH_POLICIES)
+    parser.add_argument("--jobs", type=positive_int, default=None, help="worker processes (default: cores)")
     parser.add_argument("--out", default="bench/results", help="folder for JSON and plots")
     parser.add_argument("--skip-targets", action="store_true", help="sweep only; skip the fixed target runs")
     parser.add_argument("--no-plots", action="store_true")
@@ -197,8 +174,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    bad = [k for k in args.kinds if k not in ("poisson", "burst", "gamma")]
-    if bad:
-        parser.error(f"--kinds: unknown {bad}")
     run(args)
     return 0

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from andes.benchmarks.args import names, positive_floats
 from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import TraceSpec
 from andes.engines.sim import SimCore
@@ -205,31 +206,11 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
-        raise argparse.ArgumentTypeError(f"values must be finite and > 0 (got {text!r})")
-    return values
-
-
 def _ints(text: str) -> tuple[int, ...]:
-    values = _floats(text)
+    values = positive_floats(text)
     if any(v != int(v) for v in values):
         raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}")
     return tuple(int(v) for v in values)
-
-
-def _names(allowed: Sequence[str]):
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(x.strip() for x in text.split(",") if x.strip())
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
-        return names
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -240,14 +221,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-per-replica", type=float, default=10.0,
                         help="req/s per replica; one Andes replica keeps mean QoE >= 0.9 up to "
                              "~5.7 req/s in steady state, which a short trace never reaches")
-    parser.add_argument("--kinds", type=_names(("poisson", "burst")), default=("poisson", "burst"))
+    parser.add_argument("--kinds", type=names(("poisson", "burst")), default=("poisson", "burst"))
     parser.add_argument("--intensity", type=float, default=3.0, help="burst rate / base rate")
     parser.add_argument("--burst-fraction", type=float, default=0.35, help="share of each period in burst")
     parser.add_argument("--burst-period", type=float, default=20.0, help="seconds per burst cycle")
-    parser.add_argument("--routers", type=_names(ROUTERS), default=ROUTERS)
-    parser.add_argument("--periods", type=_floats, default=(1.0, 0.1, 10.0),
+    parser.add_argument("--routers", type=names(ROUTERS), default=ROUTERS)
+    parser.add_argument("--periods", type=positive_floats, default=(1.0, 0.1, 10.0),
                         help="report periods in s; the first is the default (all routers run it)")
-    parser.add_argument("--period-kinds", type=_names(("poisson", "burst")), default=("burst",),
+    parser.add_argument("--period-kinds", type=names(("poisson", "burst")), default=("burst",),
                         help="traces on which the other periods run")
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--seed", type=int, default=0)
