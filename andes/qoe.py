@@ -34,6 +34,7 @@ __all__ = [
     "live_qoe",
     "project_qoe",
     "qoe",
+    "qoe_from_state",
     "qoe_many",
     "summarize",
 ]
@@ -189,10 +190,7 @@ class DigestState:
 
     def qoe(self) -> float:
         """Final QoE (as ``qoe``) of the tokens recorded so far."""
-        if self.num_tokens == 0:
-            return 0.0
-        s_whole = expected_area(self.last_digest, self.num_tokens, self.ttft, self.tds)
-        return float(_ratio_to_qoe(self.delay_area, s_whole))
+        return float(qoe_from_state(self.num_tokens, self.last_digest, self.delay_area, self.ttft, self.tds))
 
     def live_qoe(self, now: float) -> float:
         """QoE at ``now`` (as ``live_qoe``), charging a stall that is still going on."""
@@ -241,6 +239,18 @@ def _extend(n, c_last, s_delay, t0, tds, k, a0, spacing):
     added = j_star * m0 + (k - j_star) * a + b * (k * (k - 1.0) - j_star * (j_star - 1.0)) / 2.0
     new_last = np.where(k > 0, np.fmax(c_last + k * step, a0 + (k - 1.0) * pace), c_last)
     return n + k, new_last, s_delay + added
+
+
+def qoe_from_state(num_tokens, last_digest, delay_area, ttft, tds) -> np.ndarray | float:
+    """Final QoE (as ``qoe``) from digest state alone, for one request or many.
+
+    What engines keep per request (``DigestState``'s fields) is enough: ``S_delay`` is stored
+    and ``S_whole`` is a closed form of the last digest time. No token at all scores 0.
+    """
+    n = np.asarray(num_tokens, dtype=np.float64)
+    s_whole = expected_area(last_digest, n, ttft, tds)
+    q = np.where(n > 0, _ratio_to_qoe(delay_area, s_whole), 0.0)
+    return q if q.ndim else float(q)
 
 
 def final_qoe_with(num_tokens, last_digest, delay_area, ttft, tds, *, num_new, first_arrival,

@@ -19,7 +19,7 @@ import numpy as np
 
 from andes.engines.kv import BlockPool
 from andes.latency import LatencyModel
-from andes.qoe import RequestOutcome, expected_area
+from andes.qoe import RequestOutcome, qoe_from_state
 from andes.scheduler.base import Budget, Policy, SchedulerView
 
 __all__ = ["SimCore", "StepResult", "simulate"]
@@ -127,8 +127,12 @@ class SimCore:
         self.counters.num_steps += 1
         return StepResult(end - now, emitted, finished, preempted)
 
+    def _blocks_next(self, slots: np.ndarray) -> np.ndarray:
+        """KV blocks ``slots`` need to take one more step: their context plus the next token."""
+        return self.latency.blocks_for(self.prompt[slots] + self.num_generated[slots] + 1)
+
     def _schedule(self, now: float) -> tuple[np.ndarray, float]:
-        need = self.latency.blocks_for(self.prompt[self.running] + self.num_generated[self.running] + 1)
+        need = self._blocks_next(self.running)
         if self.waiting.size == 0 and int(need.sum()) <= self.gpu.capacity:
             self.gpu.grow_to(self.running, need)  # nothing to decide: everyone keeps running
             return self.running[:0], 0.0
@@ -163,7 +167,7 @@ class SimCore:
             tds=self.tds[cand],
             num_prompt_tokens=self.prompt[cand],
             num_output_tokens=self.num_generated[cand],
-            num_blocks=self.latency.blocks_for(ctx + 1),
+            num_blocks=self._blocks_next(cand),
             last_digest=self.last_digest[cand],
             delay_area=self.delay_area[cand],
             num_preemptions=self.num_preemptions[cand],
@@ -200,11 +204,8 @@ class SimCore:
     def _admit(self, run: np.ndarray, now: float) -> float:
         """Give memory to the chosen requests, in priority order, while it lasts."""
         new = run[self.state[run] != RUNNING]
-        if new.size:
-            need = self.latency.blocks_for(self.prompt[new] + self.num_generated[new] + 1)
-            cum = np.cumsum(need)
-            fits = cum <= self.gpu.num_free
-            new = new[fits] if not fits.all() else new
+        if new.size:  # in priority order while the free memory lasts
+            new = new[np.cumsum(self._blocks_next(new)) <= self.gpu.num_free]
         seconds = 0.0
         swapped_in = new[self.state[new] == SWAPPED]
         if swapped_in.size:
@@ -214,8 +215,7 @@ class SimCore:
         self.last_change[new] = now
         self.running = np.concatenate([self.running, new])
         self.waiting = self._without(self.waiting, new)
-        need = self.latency.blocks_for(self.prompt[self.running] + self.num_generated[self.running] + 1)
-        short = self.gpu.grow_to(self.running, need)
+        short = self.gpu.grow_to(self.running, self._blocks_next(self.running))
         if short.size:  # only if a policy over-committed memory: evict by recompute
             self._preempt(short, np.zeros(short.size, dtype=bool), now)
         return seconds
@@ -305,11 +305,8 @@ class SimCore:
 
     def qoe_of(self, slots: np.ndarray) -> np.ndarray:
         """Final QoE from the incremental digest state (no token times needed)."""
-        n = self.num_generated[slots]
-        s_whole = expected_area(self.last_digest[slots], n, self.ttft[slots], self.tds[slots])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.clip(1.0 - self.delay_area[slots] / s_whole, 0.0, 1.0)
-        return np.where(n == 0, 0.0, np.where(s_whole > 0, q, 1.0))
+        return np.asarray(qoe_from_state(self.num_generated[slots], self.last_digest[slots],
+                                         self.delay_area[slots], self.ttft[slots], self.tds[slots]))
 
     def outcomes(self, request_ids: list[str] | None = None) -> list[RequestOutcome]:
         """One ``RequestOutcome`` per slot, in slot order."""
