@@ -47,8 +47,6 @@ class _Counters:
     num_swaps: int = 0
     num_finished: int = 0
     num_arrived: int = 0
-    policy_seconds: float = 0.0
-    policy_calls: int = 0
 
 
 class SimCore:
@@ -147,7 +145,6 @@ class SimCore:
             num_free_cpu_blocks=self.cpu.num_free,
         )
         decision = self.policy.decide(view, budget, self.latency, now)
-        self.counters.policy_calls += 1
         victims = cand[decision.preempt]
         swap_s = self._preempt(victims, decision.swap, now)
         swap_s += self._admit(cand[decision.run], now)
