@@ -10,9 +10,9 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from andes.engines.sim import simulate
 from andes.latency import LatencyModel, load_profile
@@ -111,17 +111,11 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, desc: str = "si
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(run_one, job): i for i, job in enumerate(jobs)}
-            for fut in _as_completed(futures):
+            for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update(1)
     bar.close()
     return [r for r in results if r is not None]
-
-
-def _as_completed(futures: Iterable):
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)
 
 
 def _progress(total: int, desc: str, enabled: bool):
