@@ -3,7 +3,8 @@
 - ``andes trace``: write a synthetic trace (JSONL);
 - ``andes simulate``: run one policy on a trace in virtual time and print its QoE summary;
 - ``andes bench``: QoE against load for every policy (``bench/qoe_vs_load.py``);
-- ``andes profiles``: list the latency profiles shipped with the package.
+- ``andes profiles``: list the latency profiles shipped with the package;
+- ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_tiny(args: argparse.Namespace) -> int:
+    from andes.models.tiny import TinyModelSpec, build_tiny_model
+
+    print(build_tiny_model(args.dir, TinyModelSpec(seed=args.seed)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``andes`` argument parser with every subcommand."""
     from andes.benchmarks.qoe_vs_load import add_arguments
@@ -73,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = sub.add_parser("profiles", help="list the shipped latency profiles")
     prof.set_defaults(func=_profiles)
+
+    model = sub.add_parser("model", help="build local models (no downloads)")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    tiny = model_sub.add_parser("tiny", help="tiny random-weight Llama + locally trained tokenizer (~2 MB)")
+    tiny.add_argument("dir", help="output directory (a Hugging Face model dir vLLM can load)")
+    tiny.add_argument("--seed", type=int, default=0, help="weights seed (same seed, same files)")
+    tiny.set_defaults(func=_model_tiny)
     return parser
 
 

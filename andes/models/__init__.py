@@ -1,0 +1,1 @@
+"""Local models built on this machine (no downloads)."""
