@@ -4,7 +4,8 @@
 - ``andes simulate``: run one policy on a trace in virtual time and print its QoE summary;
 - ``andes bench``: QoE against load for every policy (``bench/qoe_vs_load.py``);
 - ``andes profiles``: list the latency profiles shipped with the package;
-- ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos.
+- ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
+- ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from typing import Sequence
 
 from andes.cli_trace import add_trace_parser
+from andes.loadgen.sweep import add_capacity_parser
 
 __all__ = ["main"]
 
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir", help="output directory (a Hugging Face model dir vLLM can load)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (same seed, same files)")
     tiny.set_defaults(func=_model_tiny)
+
+    add_capacity_parser(sub)
     return parser
 
 
