@@ -24,6 +24,7 @@ __all__ = [
     "GatewayConfig",
     "PolicyConfig",
     "ReplicaConfig",
+    "RouterConfig",
     "ServeConfig",
     "ServiceClassConfig",
     "load_config",
@@ -156,11 +157,45 @@ class GatewayConfig(_Strict):
         return min(ttft, MAX_TTFT_S), cls.tds
 
 
+class RouterConfig(_Strict):
+    """How each caller's handle picks an engine replica (``andes.serve.router``).
+
+    Ray Serve asks every replica for its routing report each ``stats_period_s`` (an actor call
+    per replica) and pushes the reports to every handle; Serve's own default period is 10 s,
+    far too stale to see a burst, so ours is 1 s. Reports older than ``stale_after_s`` make the
+    router fall back to power-of-two choices on queue length.
+    """
+
+    name: Literal["headroom", "power_of_two"] = "headroom"
+    """``headroom``: projected QoE headroom (spec section 6); ``power_of_two``: Serve's default."""
+    stats_period_s: float = Field(1.0, gt=0, le=60)
+    stale_after_s: float = Field(3.0, gt=0, le=600)
+    horizon_s: float = Field(20.0, gt=0, le=3600)
+    """Window over which the router projects QoE changes."""
+    profile: str | None = None
+    """Latency profile for the projections; ``None``: the replicas' engine profile."""
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_exists(cls, profile: str | None) -> str | None:
+        if profile is not None:
+            load_profile(profile)
+        return profile
+
+    @model_validator(mode="after")
+    def _stale_after_period(self) -> "RouterConfig":
+        if self.stale_after_s <= self.stats_period_s:
+            raise ValueError(f"stale_after_s ({self.stale_after_s}) must exceed stats_period_s "
+                             f"({self.stats_period_s}), or every report would count as stale")
+        return self
+
+
 class ServeConfig(_Strict):
-    """The whole served app: gateway settings and the engine replicas' settings."""
+    """The whole served app: gateway settings, the engine replicas' settings, the router."""
 
     gateway: GatewayConfig = GatewayConfig()
     replica: ReplicaConfig = ReplicaConfig()
+    router: RouterConfig = RouterConfig()
 
 
 def _format(error: ValidationError, prefix: str) -> str:

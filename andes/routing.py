@@ -204,7 +204,7 @@ def headrooms(stats_list: Sequence[ReplicaStats], request: RoutedRequest, latenc
 def _score(described: "_Table", stats_list, request, latency, now, pending,
            config) -> tuple[np.ndarray, np.ndarray]:
     """``headrooms`` over an already built table of the described requests, and each replica's
-    utilisation with the request (token demand over supply; low when everyone fits)."""
+    projected step time with the request (the tie-break: spare capacity)."""
     t = described.with_pending(pending)
     prof = latency.profile
     h = config.horizon_s
@@ -252,7 +252,7 @@ def _score(described: "_Table", stats_list, request, latency, now, pending,
     spacing = more.spacing(np.arange(num_r), np.full(num_r, new_tds))
     q_new = final_qoe_with(0, -np.inf, 0.0, float(request.ttft), new_tds, num_new=k_new,
                            first_arrival=first, spacing=spacing)
-    return q_new + delta, more.utilisation
+    return q_new + delta, more.step
 
 
 @dataclass(frozen=True)
@@ -410,9 +410,11 @@ class Router:
     """Highest headroom wins; power of two choices when any report is older than ``stale_after_s``.
 
     Replicas whose headroom is within ``tie_tolerance`` of the best are treated as equal and the
-    least utilised among them wins (token demand over the supply of what fits in its memory;
-    then a seeded random pick), so replicas that can all still serve every reader at pace,
-    where every headroom is about 1, share the load by spare token supply.
+    one whose batch would step fastest with the request wins (fewer and shorter requests held:
+    spare capacity; then a seeded random pick), so replicas that can all still serve every
+    reader at pace, where every headroom is about 1, share the load. Token demand is no
+    tie-break: readers far ahead demand nothing now, which would send a burst to the replica
+    that already holds the most requests.
     ``num_fallbacks`` counts the choices made by the fallback.
     """
 
@@ -453,10 +455,10 @@ class Router:
             self.num_fallbacks += 1
             idx = _two_choices(self._rng, queue)
         else:
-            score, load = _score(self._table(stats_list), stats_list, request, self.latency, now,
+            score, step = _score(self._table(stats_list), stats_list, request, self.latency, now,
                                  pending, self.config)
             near = np.flatnonzero(score >= score.max() - self.tie_tolerance)
-            near = near[load[near] <= load[near].min() * (1.0 + 1e-9)]
+            near = near[step[near] <= step[near].min() * (1.0 + 1e-9)]
             idx = int(near[self._rng.integers(near.size)]) if near.size > 1 else int(near[0])
         chosen = stats_list[idx].replica_id
         self._log.add(chosen, now, request)

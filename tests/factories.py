@@ -14,12 +14,13 @@ import numpy as np
 from hypothesis import strategies as st
 
 from andes.latency import LatencyModel, LatencyProfile, load_profile
+from andes.routing import ReplicaStats
 from andes.scheduler.base import Budget, Decision, SchedulerView
 from andes.workload import TraceRequest
 
 __all__ = [
     "Recording", "check_decision", "ids", "make_budget", "make_latency", "make_profile",
-    "make_trace", "make_view", "req", "shipped_latency", "subview", "views",
+    "make_stats", "make_trace", "make_view", "req", "shipped_latency", "subview", "views",
 ]
 
 
@@ -182,3 +183,26 @@ class Recording:
     def decide(self, view, budget, latency, now):
         self.views.append(view)
         return self.inner.decide(view, budget, latency, now)
+
+
+ROUTING_LATENCY = load_profile()  # llama2-13b-a100: 3748 blocks of 16 tokens, 256 seats
+
+
+def make_stats(replica_id="r", *, num_running=0, context=500, ahead_s=0.0, tds=4.8, age=20.0,
+               num_waiting=0, timestamp=0.0) -> ReplicaStats:
+    """A report of ``num_running`` decoding requests of ``context`` tokens each, whose readers
+    are ``ahead_s`` seconds ahead of their digest (0: at their limit, on time so far), plus
+    ``num_waiting`` requests queued for ``age`` seconds without a token."""
+    n = num_running + num_waiting
+    tokens = np.where(np.arange(n) < num_running, 80.0, 0.0)
+    # On time: token i expected at ttft + i/tds; the last one digested ``ahead_s`` past "now".
+    digest = np.where(tokens > 0, age + ahead_s - 1.0 / tds, -np.inf)
+    blocks = ROUTING_LATENCY.profile.num_gpu_blocks
+    used = min(blocks, num_running * -(-context // ROUTING_LATENCY.profile.block_size))
+    return ReplicaStats(
+        replica_id=replica_id, timestamp=timestamp, num_running=num_running,
+        num_waiting=num_waiting, num_free_blocks=blocks - used, num_total_blocks=blocks,
+        step_time_s=float(ROUTING_LATENCY.decode_time(num_running, num_running * context)), block_size=16,
+        max_num_seqs=256, is_running=np.arange(n) < num_running, age_s=np.full(n, age),
+        ttft=np.ones(n), tds=np.full(n, tds), num_tokens=tokens, last_digest=digest,
+        delay_area=np.zeros(n), context_tokens=np.where(tokens > 0, context, 200.0))

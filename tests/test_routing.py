@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from factories import make_trace
+from factories import make_stats, make_trace
 
 from andes.benchmarks import router_bench
 from andes.engines.sim import SimCore
@@ -21,26 +21,6 @@ from andes.workload import TraceRequest
 
 LAT = load_profile()  # llama2-13b-a100: 3748 blocks of 16 tokens, 256 seats
 NEW = TraceRequest(arrival=0.0, prompt_tokens=200, output_tokens=300, ttft=1.0, tds=4.8)
-
-
-def make_stats(replica_id="r", *, num_running=0, context=500, ahead_s=0.0, tds=4.8, age=20.0,
-               num_waiting=0, timestamp=0.0) -> ReplicaStats:
-    """A report of ``num_running`` decoding requests of ``context`` tokens each, whose readers
-    are ``ahead_s`` seconds ahead of their digest (0: at their limit, on time so far), plus
-    ``num_waiting`` requests queued for ``age`` seconds without a token."""
-    n = num_running + num_waiting
-    tokens = np.where(np.arange(n) < num_running, 80.0, 0.0)
-    # On time: token i expected at ttft + i/tds; the last one digested ``ahead_s`` past "now".
-    digest = np.where(tokens > 0, age + ahead_s - 1.0 / tds, -np.inf)
-    blocks = LAT.profile.num_gpu_blocks
-    used = min(blocks, num_running * -(-context // LAT.profile.block_size))
-    return ReplicaStats(
-        replica_id=replica_id, timestamp=timestamp, num_running=num_running,
-        num_waiting=num_waiting, num_free_blocks=blocks - used, num_total_blocks=blocks,
-        step_time_s=float(LAT.decode_time(num_running, num_running * context)), block_size=16,
-        max_num_seqs=256, is_running=np.arange(n) < num_running, age_s=np.full(n, age),
-        ttft=np.ones(n), tds=np.full(n, tds), num_tokens=tokens, last_digest=digest,
-        delay_area=np.zeros(n), context_tokens=np.where(tokens > 0, context, 200.0))
 
 
 def test_idle_replica_beats_a_loaded_one():
@@ -58,6 +38,15 @@ def test_readers_far_ahead_make_room_that_readers_at_their_limit_do_not():
     at_limit = make_stats("at_limit", num_running=250, context=600, tds=6.0, ahead_s=0.0)
     assert headroom(ahead, NEW, LAT, 0.0) > headroom(at_limit, NEW, LAT, 0.0) + 0.05
     assert Router(LAT).choose(NEW, [at_limit, ahead], 0.0) == "ahead"
+
+
+def test_when_everyone_fits_the_replica_holding_fewer_requests_wins_even_if_its_readers_lag():
+    # Twelve readers far ahead demand no tokens now; their replica still steps a bigger batch.
+    busy = make_stats("busy", num_running=12, ahead_s=60.0)
+    idle = make_stats("idle")
+    router = Router(LAT)
+    assert headroom(busy, NEW, LAT, 0.0) == pytest.approx(headroom(idle, NEW, LAT, 0.0), abs=1e-3)
+    assert {router.choose(NEW, [busy, idle], 0.0) for _ in range(3)} == {"idle"}
 
 
 def test_requests_sent_since_the_report_count_against_a_replica():

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Callable, Hashable
 
 import numpy as np
 
 from andes.engines.base import EngineRequest, EngineStats, TokenEvent
 from andes.engines.sim import SWAPPED, WAITING, SimCore
+from andes.engines.sim_stats import from_core
 from andes.latency import LatencyModel
+from andes.routing import ReplicaStats
 from andes.scheduler.base import Policy
 
 __all__ = ["SimEngine", "VirtualClock", "make_text"]
@@ -128,6 +130,11 @@ class SimEngine:
             num_finished=core.counters.num_finished,
             policy=core.policy.name,
         )
+
+    def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
+        """The router's view of this engine now; ``timestamp`` is on the router's clock."""
+        report = from_core(self.core, self.clock(), replica_id)
+        return replace(report, timestamp=float(timestamp))
 
     async def shutdown(self) -> None:
         """Stop stepping and end every open stream with ``abort``."""

@@ -12,12 +12,32 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from andes.config import ServeConfig, load_config
 from andes.serve.gateway import Gateway
 from andes.serve.replica import EngineReplica
+from andes.serve.router import ROUTER_CLASS
 
-__all__ = ["build_app", "make_app"]
+__all__ = ["build_app", "make_app", "router_config"]
+
+_SERVE_DEFAULT_ROUTER = "ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter"
+
+
+def router_config(config: ServeConfig) -> RequestRouterConfig:
+    """Serve's router settings for the engine replicas, from ``config.router``."""
+    router = config.router
+    if router.name == "power_of_two":
+        return RequestRouterConfig(request_router_class=_SERVE_DEFAULT_ROUTER,
+                                   request_routing_stats_period_s=router.stats_period_s)
+    return RequestRouterConfig(
+        request_router_class=ROUTER_CLASS,
+        request_router_kwargs={"profile": router.profile or config.replica.engine.profile,
+                               "stale_after_s": router.stale_after_s, "horizon_s": router.horizon_s},
+        request_routing_stats_period_s=router.stats_period_s,
+        # A report slower than a period is useless to the router anyway.
+        request_routing_stats_timeout_s=max(router.stats_period_s, 1.0),
+    )
 
 
 def make_app(config: ServeConfig | Mapping[str, Any] | None = None, *,
@@ -25,7 +45,8 @@ def make_app(config: ServeConfig | Mapping[str, Any] | None = None, *,
     """The gateway bound to the engine replicas (``num_engine_replicas`` overrides 2)."""
     if not isinstance(config, ServeConfig):
         config = load_config(ServeConfig, config, where="args")
-    options: dict[str, Any] = {"user_config": config.replica.model_dump()}
+    options: dict[str, Any] = {"user_config": config.replica.model_dump(),
+                               "request_router_config": router_config(config)}
     if num_engine_replicas is not None:
         options["num_replicas"] = num_engine_replicas
     engine = EngineReplica.options(**options).bind()

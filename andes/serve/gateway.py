@@ -8,9 +8,9 @@ relative to the request's arrival at the gateway (``protocol.DeliveryMeter``). A
 disconnects makes Serve cancel the handler; the ``finally`` blocks cancel the engine call,
 which aborts the engine request on its replica.
 
-Requests reach a replica through Serve's default router; ``Job.engine_request()`` is a plain
-dict so that a custom ``RequestRouter`` can read the request's expectations from
-``pending_request.args[0]`` (the seam for the QoE-headroom router).
+Requests reach a replica through the QoE-headroom router (``andes.serve.router``) running in
+this replica's handle; ``Job.engine_request()`` is a plain dict so that the router can read the
+request's expectations from ``pending_request.args[0]``.
 """
 
 import time

@@ -77,8 +77,21 @@ class EngineHost:
         return stats.num_running + stats.num_waiting + stats.num_swapped
 
     def stats(self) -> dict[str, Any]:
-        """The engine's ``EngineStats`` as a plain dict (what the router will read)."""
+        """The engine's ``EngineStats`` as a plain dict (metrics, tests)."""
         return dataclasses.asdict(self.engine.stats())
+
+    def routing_stats(self, replica_id: str, timestamp: float | None = None) -> dict[str, Any]:
+        """The routing report (``andes.routing.ReplicaStats`` as a dict) the router reads.
+
+        ``timestamp`` defaults to ``time.time()``: reports travel to routers in other processes
+        (each gateway's handle), so they carry wall-clock time, not this engine's clock. An
+        engine without ``routing_report`` yields ``{}``, which the router treats as "no report"
+        (power-of-two choices for this replica's deployment).
+        """
+        report = getattr(self.engine, "routing_report", None)
+        if report is None:
+            return {}
+        return report(replica_id, time.time() if timestamp is None else timestamp).to_dict()
 
     async def generate(self, request: Mapping[str, Any], max_tokens_per_event: int = 16
                        ) -> AsyncIterator[TokenEvent]:

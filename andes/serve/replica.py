@@ -3,8 +3,8 @@
 Ray Serve calls ``reconfigure`` with the deployment's ``user_config`` right after construction
 and again whenever only ``user_config`` changes (no restart), so a policy switch keeps the
 engine, its running requests and its counters. ``record_routing_stats`` is Serve's hook for a
-custom request router (``RequestRouterConfig``); until the QoE-headroom router lands, Serve's
-default power-of-two router ignores it. Cancelling the ``generate`` call (Serve does when the
+custom request router (``RequestRouterConfig``): it reports what the QoE-headroom router in
+``andes.serve.router`` ranks replicas by. Cancelling the ``generate`` call (Serve does when the
 client disconnects) aborts the engine request.
 """
 
@@ -51,8 +51,12 @@ class EngineReplica:
         return self.host.stats()
 
     def record_routing_stats(self) -> dict[str, Any]:
-        """Serve's routing-stats hook: what a request router reads about this replica."""
-        return self.host.stats()
+        """Serve's routing-stats hook: this replica's ``ReplicaStats`` for the request router.
+
+        Serve's controller calls it every ``request_routing_stats_period_s`` and pushes the
+        result to every handle's ``QoEHeadroomRequestRouter`` (``andes.serve.router``).
+        """
+        return self.host.routing_stats(serve.get_replica_context().replica_id.unique_id)
 
     async def __del__(self) -> None:
         # Serve awaits an async __del__ on graceful shutdown: open streams end with "abort".

@@ -1,0 +1,138 @@
+"""The QoE-headroom router inside a running app on a real local Ray cluster.
+
+Scenario: one engine replica holds 12 open streams; the deployment scales out to 3 replicas
+(a config deploy that changes only ``num_replicas`` keeps the loaded replica); after the new
+replicas' first routing reports reach the gateway's handle, a burst of 12 streams arrives at
+once. The router must prefer the two empty replicas (headroom) and spread the burst between
+them (it counts what it sent since each report) instead of herding onto one. Each replica's
+load is read from its own routing report (``record_routing_stats`` on its Serve actor). Takes
+about 30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+import yaml
+from ray import serve
+from ray.serve._private.api import serve_start
+from ray.serve.schema import ServeDeploySchema
+
+from andes.config import ServeConfig, load_config
+
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
+OPEN_TOKENS = 3000  # streams that outlive the test unless closed (about 25 ms per token)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deploy(client, num_replicas: int) -> None:
+    config = yaml.safe_load(CONFIG_FILE.read_text())
+    (app,) = config["applications"]
+    assert load_config(ServeConfig, app["args"]).router.name == "headroom"  # the shipped default
+    engine = next(d for d in app["deployments"] if d["name"] == "EngineReplica")
+    engine["num_replicas"] = num_replicas
+    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+
+
+def replica_loads() -> dict[str, int]:
+    """Requests each engine replica holds, from its own routing report."""
+    loads = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if "#EngineReplica#" not in actor["name"]:
+            continue
+        handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+        report = ray.get(handle.record_routing_stats.remote(), timeout=10)
+        if report:
+            loads[report["replica_id"]] = report["num_running"] + report["num_waiting"]
+    return loads
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class OpenStreams:
+    """Streams held open on threads until ``close`` (the client disconnects)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.release = threading.Event()
+        self.started: list[bool] = []
+        self.threads: list[threading.Thread] = []
+
+    def _run(self) -> None:
+        body = {"model": "andes-sim", "prompt": "a long story", "max_tokens": OPEN_TOKENS,
+                "stream": True, "ttft": 1.0, "tds": 4.8}
+        with httpx.Client(timeout=60) as http, \
+                http.stream("POST", f"{self.base_url}/v1/completions", json=body) as response:
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data:"))
+            self.started.append(True)
+            self.release.wait(timeout=120)
+
+    def open(self, n: int) -> None:
+        threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        self.threads += threads
+
+    def close(self) -> None:
+        self.release.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+        deploy(client, 1)
+        yield client, f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_scale_out_burst_goes_to_the_replicas_with_headroom_and_spreads(cluster):
+    client, base_url = cluster
+    streams = OpenStreams(base_url)
+    try:
+        streams.open(12)
+        (loaded,) = wait_until(lambda: [r for r, n in replica_loads().items() if n == 12], 30,
+                               "12 streams on the single replica")
+        deploy(client, 3)
+        wait_until(lambda: len(replica_loads()) == 3, 60, "3 reporting replicas")
+        time.sleep(3.0)  # two report periods: every replica's report reaches the gateway's handle
+        streams.open(12)
+        def all_open():
+            loads = replica_loads()
+            return loads if sum(loads.values()) == 24 else None
+
+        loads = wait_until(all_open, 30, "24 open streams")
+        new = [n for r, n in loads.items() if r != loaded]
+        assert loads[loaded] <= 13, loads  # at most one of the burst to the busy replica
+        assert min(new) >= 3 and sum(new) >= 11, loads  # the burst spreads over both new ones
+    finally:
+        streams.close()
+    # Disconnected clients abort their engine requests on every replica.
+    wait_until(lambda: sum(replica_loads().values()) == 0, 30, "aborts after disconnect")
