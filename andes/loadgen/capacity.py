@@ -63,7 +63,7 @@ class RunFigures:
     num_requests: int
     num_failures: int
     offered_rate: float
-    """Requests actually sent per second of the schedule's span."""
+    """Requests actually sent per second of the schedule's duration."""
     max_lag_s: float
     """Worst lateness of a send against its schedule."""
     mean_qoe: float
@@ -109,20 +109,18 @@ def _mean_row(totals: dict[str, dict[str, float]], kind: str, scale: float) -> f
     return row["total"] / row["num_requests"] / scale
 
 
-def run_figures(policy: str, rate: float, num_scheduled: int, stats: Sequence[dict[str, Any]],
+def run_figures(policy: str, rate: float, duration_s: float, num_scheduled: int, stats: Sequence[dict[str, Any]],
                 outcomes: Iterable[StreamOutcome]) -> RunFigures:
-    """Figures of one run from Locust's JSON statistics and the per-request records."""
+    """Figures of one run (``duration_s`` of arrivals) from Locust's JSON statistics and the records."""
     outcomes = list(outcomes)
     totals = locust_totals(stats)
     post = totals.get("POST", {"num_requests": 0, "num_failures": 0})
     summary = summarize(o.to_request_outcome() for o in outcomes)
-    sent = np.array([o.sent for o in outcomes], dtype=np.float64)
-    span = float(sent.max() - sent.min()) if sent.size > 1 else 0.0
     server_qoe = np.array([o.server_qoe for o in outcomes], dtype=np.float64)
     return RunFigures(
         policy=policy, rate=rate, num_scheduled=num_scheduled,
         num_requests=int(post["num_requests"]), num_failures=int(post["num_failures"]),
-        offered_rate=(sent.size - 1) / span if span > 0 else math.nan,
+        offered_rate=len(outcomes) / duration_s,
         max_lag_s=max((o.lag_s for o in outcomes), default=math.nan),
         mean_qoe=summary.mean_qoe, p10_qoe=summary.p10_qoe, p50_qoe=summary.p50_qoe,
         share_qoe_ge_095=summary.share_qoe_ge_095,
