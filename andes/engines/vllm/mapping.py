@@ -1,0 +1,137 @@
+"""vLLM's requests as the policy sees them (pure: reads request attributes, imports no vLLM).
+
+The scheduler keeps one ``RequestTrack`` per request (its reader's expectations and the digest
+state of the tokens delivered so far) and, each step that needs a decision, turns the running
+and waiting requests into one ``SchedulerView``: the same arrays the simulator builds in
+``SimCore._view``, so the one policy implementation decides both.
+
+A vLLM ``Request`` is read for ``num_prompt_tokens``, ``num_tokens`` (prompt + output),
+``num_computed_tokens``, ``num_preemptions``, ``arrival_time`` and
+``sampling_params.extra_args``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from andes.config import GatewayConfig
+from andes.engines.base import validate_expectations
+from andes.qoe import DigestState
+from andes.scheduler.base import SchedulerView
+
+__all__ = ["EXTRA_KEYS", "RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks"]
+
+# Keys of ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP) that Andes reads.
+EXTRA_KEYS = ("ttft", "tds", "service_class")
+
+
+def expectations_from_extra_args(extra_args: Any, num_prompt_tokens: int,
+                                 rules: GatewayConfig) -> tuple[float, float]:
+    """``(ttft, tds)`` of a request: its own values, else its service class's defaults.
+
+    Raises ``ValueError`` naming the field (``ttft``, ``tds`` or ``service_class``) for a value
+    no reader could have. Keys other than Andes's are left to whoever else reads extra_args.
+    """
+    args = extra_args if extra_args is not None else {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"extra_args: must be an object (got {type(args).__name__})")
+    service_class = args.get("service_class")
+    if service_class is not None and (not isinstance(service_class, str)
+                                      or service_class not in rules.service_classes):
+        raise ValueError(f"service_class: must be one of {sorted(rules.service_classes)} "
+                         f"(got {service_class!r})")
+    ttft, tds = rules.expectations(service_class, num_prompt_tokens)
+    ttft = args.get("ttft", ttft)
+    tds = args.get("tds", tds)
+    validate_expectations(ttft, tds)
+    return float(ttft), float(tds)
+
+
+@dataclass(slots=True)
+class RequestTrack:
+    """What the scheduler remembers about one request between steps (engine clock: wall s)."""
+
+    ttft: float
+    tds: float
+    arrival: float
+    last_change: float  # arrival, admission, preemption, or the first token after either
+    digest: DigestState = field(init=False)
+    decoding: bool = False  # tokens have flowed since the last admission (SimCore's segment)
+    num_policy_preemptions: int = 0
+    num_preemptions: int = 0  # all of them, as vLLM counts; set when the request finishes
+    error: str | None = None  # invalid expectations: the request is failed, never scheduled
+
+    def __post_init__(self) -> None:
+        self.digest = DigestState(self.ttft, self.tds)
+
+    def on_tokens(self, count: int, now: float) -> None:
+        """``count`` tokens left the engine at ``now``."""
+        rel = now - self.arrival
+        for _ in range(count):
+            self.digest.add_token(rel)
+        if count and not self.decoding:
+            self.decoding = True
+            self.last_change = now
+
+    def on_admitted(self, now: float) -> None:
+        """The request got KV memory (first admission or a resume after preemption)."""
+        self.last_change = now
+
+    def on_preempted(self, now: float, by_policy: bool) -> None:
+        """The request lost its KV (recompute preemption)."""
+        self.last_change = now
+        self.decoding = False
+        self.num_policy_preemptions += int(by_policy)
+
+    def live_qoe(self, now: float) -> float:
+        """QoE so far, charging a stall still going on."""
+        return self.digest.live_qoe(now - self.arrival)
+
+
+def next_step_blocks(num_tokens: int, block_size: int) -> int:
+    """KV blocks a request with ``num_tokens`` of context needs to take one more step."""
+    return -(-(num_tokens + 1) // block_size)
+
+
+def build_view(requests: Sequence[Any], tracks: Sequence[RequestTrack], num_running: int,
+               block_size: int) -> SchedulerView:
+    """The policy's view of ``requests`` (the first ``num_running`` of them hold KV now).
+
+    One pass over the requests into one float matrix, then columns: a step with a few hundred
+    requests stays well under a millisecond.
+    """
+    n = len(requests)
+    if n == 0:
+        return SchedulerView.empty()
+    rows = [
+        (tr.arrival, tr.ttft, tr.tds, tr.digest.last_digest, tr.digest.delay_area, tr.last_change,
+         r.num_prompt_tokens, tr.digest.num_tokens, r.num_tokens, r.num_computed_tokens,
+         r.num_preemptions)
+        for r, tr in zip(requests, tracks)
+    ]
+    m = np.array(rows, dtype=np.float64)
+    ints = m[:, 6:].astype(np.int64)
+    is_running = np.arange(n) < num_running
+    context = ints[:, 2]
+    blocks = -(-(context + 1) // block_size)
+    uncomputed = np.where(is_running, np.maximum(context - ints[:, 3], 0), 0)
+    return SchedulerView(
+        is_running=is_running,
+        is_swapped=np.zeros(n, dtype=bool),  # vLLM v1 preempts by recompute only
+        arrival=m[:, 0],
+        ttft=m[:, 1],
+        tds=m[:, 2],
+        num_prompt_tokens=ints[:, 0],
+        num_output_tokens=ints[:, 1],
+        num_blocks=blocks,
+        last_digest=m[:, 3],
+        delay_area=m[:, 4],
+        num_preemptions=ints[:, 4],
+        last_change=m[:, 5],
+        remaining_tokens=np.full(n, math.nan),  # a real engine does not know output lengths
+        num_uncomputed=uncomputed,
+    )

@@ -1,0 +1,381 @@
+"""The Andes policies inside vLLM V1's own scheduler (``--scheduler-cls``).
+
+Each step, before vLLM's stock ``schedule()`` runs, the policy (``andes.scheduler``, the same
+object the simulator calls) sees every running and waiting request as a ``SchedulerView`` and
+returns a ``Decision``; this class applies it with vLLM's own mechanisms:
+
+- preemption: ``_preempt_request`` (free the KV, recompute on return), as vLLM does itself;
+- priority: ``self.running`` is reordered to the policy's order, so if memory still runs short
+  inside the stock loop, vLLM's own fallback evicts the policy's least valuable request;
+- admission and batch cap: the waiting queue the stock loop sees holds only the requests the
+  policy admits, in its order; the others are set aside for the step and put back after.
+
+The stock loop then does what it always does (token budgets, chunked prefill, block
+allocation, prefix caching, output bookkeeping), so the scheduler's output is vLLM's own.
+
+Per-request expectations come from ``sampling_params.extra_args`` (``ttft``, ``tds``,
+``service_class``; ``vllm_xargs`` over HTTP), else the configured service-class defaults. A
+request with bad values is failed with ``finish_reason="error"`` and a log line naming the field;
+it never reaches the model and never crashes the engine. (Front ends reject such requests
+before they get here: see ``andes.engines.vllm.validation``.)
+
+Two classes share every line: ``AndesScheduler`` extends vLLM's ``AsyncScheduler`` (what vLLM
+advises for custom schedulers; it also runs one step at a time where async scheduling is off,
+as vLLM's CPU build forces) and ``AndesSyncScheduler`` extends the plain ``Scheduler``.
+Settings: see ``andes.engines.vllm.settings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.request_queue import FCFSRequestQueue
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from andes.engines.vllm.mapping import RequestTrack, build_view, expectations_from_extra_args, next_step_blocks
+from andes.engines.vllm.settings import SchedulerSettings, settings_from
+from andes.latency import LatencyModel, load_profile
+from andes.latency_refit import OnlineRefit
+from andes.scheduler.base import Budget, Policy
+
+__all__ = ["AndesScheduler", "AndesSyncScheduler"]
+
+logger = logging.getLogger("andes.vllm")
+
+_SCHEDULABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+_FINISHED_KEEP = 1024  # finished requests whose records stats() still reports
+_STEP_KEEP = 4096  # measured steps kept for profiling
+
+
+@dataclasses.dataclass
+class _Counters:
+    num_steps: int = 0
+    num_policy_calls: int = 0
+    num_policy_errors: int = 0
+    num_preemptions: int = 0  # all recompute preemptions (policy and stock fallback)
+    num_policy_preemptions: int = 0
+    num_requests_seen: int = 0
+    num_rejected: int = 0
+    policy_seconds_total: float = 0.0
+    policy_seconds_max: float = 0.0
+    policy_seconds_last: float = 0.0
+
+
+class _AndesMixin:
+    """Everything Andes adds to a vLLM scheduler; mixed into both bases below."""
+
+    # -- setup ----------------------------------------------------------------------------
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.waiting, FCFSRequestQueue):
+            raise ValueError("scheduling_policy: the Andes scheduler orders requests itself; "
+                             "leave vLLM's --scheduling-policy at 'fcfs'")
+        self.andes_settings: SchedulerSettings = settings_from(self.vllm_config.additional_config)
+        self._rules = self.andes_settings.expectations_config()
+        self.policy: Policy = self.andes_settings.policy.build()
+        self.latency = self._engine_latency_model(load_profile(self.andes_settings.profile))
+        self.refit = OnlineRefit(self.latency) if self.andes_settings.online_refit else None
+        self.tracks: dict[str, RequestTrack] = {}
+        self.finished_records: deque[dict[str, Any]] = deque(maxlen=_FINISHED_KEEP)
+        self.step_records: deque[tuple[float, float, float, float]] = deque(maxlen=_STEP_KEEP)
+        self.counters = _Counters()
+        # (scheduled-at, decoders, context tokens, prefill tokens) of steps awaiting output.
+        self._in_flight: deque[tuple[float, int, int, int]] = deque()
+        self._last_output_at = 0.0
+        logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
+                    self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
+
+    @property
+    def _num_blocks(self) -> int:
+        return int(self.kv_cache_manager.block_pool.num_gpu_blocks) - 1  # block 0 is vLLM's null block
+
+    def _engine_latency_model(self, base: LatencyModel) -> LatencyModel:
+        """``base``'s time coefficients with this engine's real memory and batch limits."""
+        sc = self.scheduler_config
+        prof = dataclasses.replace(
+            base.profile,
+            name=f"{base.profile.name}@vllm",
+            block_size=int(self.block_size),
+            num_gpu_blocks=max(self._num_blocks, 1),
+            num_cpu_blocks=0,  # vLLM v1 never swaps
+            max_num_seqs=int(self.max_num_running_reqs),
+            max_num_batched_tokens=int(self.max_num_scheduled_tokens),
+            max_model_len=int(self.max_model_len),
+        )
+        return LatencyModel(prof)
+
+    # -- control (also reached through the engine adapter's utility call) ---------------
+    def set_policy(self, policy: Policy) -> None:
+        """Use ``policy`` from the next step on; requests keep their state."""
+        if not callable(getattr(policy, "decide", None)):
+            raise TypeError(f"policy: expected an object with decide(), got {type(policy).__name__}")
+        self.policy = policy
+        logger.info("Andes scheduler: policy switched to %s", getattr(policy, "name", policy))
+
+    def set_latency_model(self, latency: LatencyModel) -> None:
+        """Use ``latency``'s time coefficients (e.g. a freshly fitted profile) from now on."""
+        self.latency = self._engine_latency_model(latency)
+        if self.refit is not None:
+            self.refit = OnlineRefit(self.latency, self.refit.config)
+
+    # -- intake ---------------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        """Queue ``request`` with its reader's expectations; bad values fail it, never the engine."""
+        if request.request_id in self.requests:  # streaming-input continuation: same request
+            super().add_request(request)
+            return
+        self.counters.num_requests_seen += 1
+        params = request.sampling_params
+        error = None
+        try:
+            ttft, tds = expectations_from_extra_args(
+                params.extra_args if params is not None else None, request.num_prompt_tokens, self._rules)
+        except ValueError as exc:
+            error = str(exc)
+            ttft, tds = 1.0, 1.0
+        arrival = float(request.arrival_time)
+        track = RequestTrack(ttft, tds, arrival, last_change=arrival, error=error)
+        self.tracks[request.request_id] = track
+        super().add_request(request)
+        if error is not None:
+            self.counters.num_rejected += 1
+            logger.error("Andes scheduler: request %s rejected: %s", request.request_id, error)
+            # vLLM finishes this set as per-request errors in the next update_from_output
+            # (its mechanism for grammars that failed to compile); schedule() never admits it.
+            self.grammar_compile_error_reqs.add(request.request_id)
+
+    # -- one step -------------------------------------------------------------------------
+    def schedule(self, *args: Any, **kwargs: Any):
+        """Apply the policy, then let vLLM's stock loop schedule what it admitted."""
+        now = time.time()
+        held: list[Request] = []
+        t0 = time.perf_counter()
+        try:
+            held = self._apply_policy(now)
+        except Exception:  # a policy bug must not take the engine down: stock order this step
+            self.counters.num_policy_errors += 1
+            logger.exception("Andes scheduler: policy %s failed; this step runs vLLM's own order",
+                             getattr(self.policy, "name", "?"))
+        spent = time.perf_counter() - t0
+        try:
+            output = super().schedule(*args, **kwargs)
+        finally:
+            if held:
+                self.waiting.extend(held)
+        c = self.counters
+        c.num_steps += 1
+        c.policy_seconds_total += spent
+        c.policy_seconds_last = spent
+        c.policy_seconds_max = max(c.policy_seconds_max, spent)
+        c.num_preemptions += len(output.preempted_req_ids)
+        self._note_scheduled(output, now)
+        return output
+
+    def _candidates(self) -> tuple[list[Request], list[Request]]:
+        running = list(self.running)
+        waiting = [r for r in self.waiting if r.status in _SCHEDULABLE]
+        return running, waiting
+
+    def _needs_decision(self, running: list[Request], waiting: list[Request]) -> bool:
+        """False when every policy would keep everyone and admit everyone: skip the view."""
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        bs = self.block_size
+        # Growth of running requests this step (a decoder crosses at most one block boundary).
+        grow = sum(max(next_step_blocks(r.num_tokens, bs) - -(-r.num_computed_tokens // bs), 0)
+                   for r in running)
+        if grow > free:
+            return True
+        if not waiting:
+            return False
+        if len(running) + len(waiting) > self.max_num_running_reqs:
+            return True
+        need = sum(next_step_blocks(r.num_tokens, bs) for r in waiting)
+        return grow + need > free
+
+    def _apply_policy(self, now: float) -> list[Request]:
+        """Preempt, reorder and filter per the policy; returns the waiting requests set aside."""
+        rejected = self.grammar_compile_error_reqs
+        if rejected:  # failed requests never reach the model, whatever the policy says
+            keep = [r for r in self.waiting if r.request_id not in rejected]
+            held_bad = [r for r in self.waiting if r.request_id in rejected]
+            self.waiting.clear()
+            self.waiting.extend(keep)
+        else:
+            held_bad = []
+        running, waiting = self._candidates()
+        if not (running or waiting) or not self._needs_decision(running, waiting):
+            return held_bad
+        cands = running + waiting
+        tracks = [self.tracks[r.request_id] for r in cands]
+        view = build_view(cands, tracks, len(running), self.block_size)
+        budget = Budget(
+            num_gpu_blocks=self._num_blocks,
+            max_num_seqs=int(self.max_num_running_reqs),
+            step_index=self.counters.num_steps,
+            num_requests_seen=self.counters.num_requests_seen,
+            num_preemptions_total=self.counters.num_preemptions,
+            num_free_cpu_blocks=0,
+        )
+        self.counters.num_policy_calls += 1
+        decision = self.policy.decide(view, budget, self.latency, now)
+
+        n_run = len(running)
+        stamp = time.monotonic()
+        victims = [cands[i] for i in decision.preempt.tolist() if i < n_run]
+        if victims:
+            gone = set(map(id, victims))
+            self.running = [r for r in self.running if id(r) not in gone]
+            for req in victims:
+                self._preempt_request(req, stamp)
+                self.tracks[req.request_id].on_preempted(now, by_policy=True)
+            self.counters.num_policy_preemptions += len(victims)
+        run = decision.run.tolist()
+        # Running order = the policy's priority; runners it neither ranked nor evicted follow.
+        ranked = [cands[i] for i in run if i < n_run]
+        if len(ranked) + len(victims) < n_run:
+            seen = set(map(id, ranked))
+            ranked += [r for r in self.running if id(r) not in seen]
+        self.running = ranked
+        admitted = [cands[i] for i in run if i >= n_run]
+        if len(admitted) == len(waiting) and not victims:
+            return held_bad  # everyone admitted: the queue stays as it is
+        # The stock loop sees the admitted requests, in the policy's order, then requests the
+        # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
+        admitted_ids = set(map(id, admitted))
+        cand_ids = set(map(id, cands))
+        others, held = [], []
+        for r in self.waiting:
+            if id(r) in admitted_ids:
+                continue
+            (held if id(r) in cand_ids else others).append(r)
+        self.waiting.clear()
+        self.waiting.extend(admitted)
+        self.waiting.extend(others)
+        return held + held_bad
+
+    def _note_scheduled(self, output: Any, now: float) -> None:
+        """Admissions for the tracks; the step's composition for the latency refit."""
+        for new in output.scheduled_new_reqs:
+            track = self.tracks.get(new.req_id)
+            if track is not None:
+                track.on_admitted(now)
+        cached = output.scheduled_cached_reqs
+        for req_id in getattr(cached, "resumed_req_ids", ()) or ():
+            track = self.tracks.get(req_id)
+            if track is not None:
+                track.on_admitted(now)
+        for req_id in output.preempted_req_ids:  # stock fallback preemptions (ours are noted)
+            track = self.tracks.get(req_id)
+            if track is not None and track.decoding:
+                track.on_preempted(now, by_policy=False)
+        if not output.total_num_scheduled_tokens:
+            return
+        decoders = context = prefill = 0
+        for req_id, n in output.num_scheduled_tokens.items():
+            req = self.requests.get(req_id)
+            if req is None:
+                continue
+            done = req.num_computed_tokens - n  # computed before this step
+            if n == 1 and done >= req.num_prompt_tokens:
+                decoders += 1
+                context += done
+            else:
+                prefill += n
+        self._in_flight.append((time.time(), decoders, context, prefill))
+
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any):
+        """vLLM's bookkeeping, then token times for the tracks and step times for the refit."""
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        now = time.time()
+        if scheduler_output.total_num_scheduled_tokens and self._in_flight:
+            started, decoders, context, prefill = self._in_flight.popleft()
+            seconds = now - max(started, self._last_output_at)
+            self.step_records.append((float(decoders), float(context), float(prefill), seconds))
+            if self.refit is not None and self.refit.observe(decoders, context, prefill, seconds):
+                self.latency = self.refit.model
+        self._last_output_at = now
+        for batch in outputs.values():
+            for out in batch.outputs:
+                track = self.tracks.get(out.request_id)
+                if track is None:
+                    continue
+                if out.new_token_ids:
+                    track.on_tokens(len(out.new_token_ids), now)
+                if out.finish_reason is not None:
+                    self._retire(out.request_id, track, str(out.finish_reason))
+        return outputs
+
+    def _free_request(self, request: Request, *args: Any, **kwargs: Any):
+        track = self.tracks.get(request.request_id)
+        if track is not None:
+            track.num_preemptions = int(request.num_preemptions)  # the request is about to go
+            if request.status == RequestStatus.FINISHED_ABORTED:
+                self._retire(request.request_id, track, "abort")  # aborts produce no output
+        return super()._free_request(request, *args, **kwargs)
+
+    def _retire(self, req_id: str, track: RequestTrack, finish: str) -> None:
+        self.tracks.pop(req_id, None)
+        self.finished_records.append({
+            "request_id": req_id,
+            "finish_reason": finish,
+            "ttft": track.ttft,
+            "tds": track.tds,
+            "num_tokens": track.digest.num_tokens,
+            "num_preemptions": track.num_preemptions,
+            "num_policy_preemptions": track.num_policy_preemptions,
+            "qoe": track.digest.qoe() if track.digest.num_tokens else 0.0,
+            "error": track.error,
+        })
+
+    # -- stats ----------------------------------------------------------------------------
+    def andes_stats(self, include_requests: bool = False) -> dict[str, Any]:
+        """Counters for the adapter, metrics and tests (cheap unless ``include_requests``)."""
+        c = self.counters
+        stats: dict[str, Any] = dataclasses.asdict(c)
+        stats.update(
+            policy=getattr(self.policy, "name", type(self.policy).__name__),
+            policy_seconds_mean=c.policy_seconds_total / c.num_steps if c.num_steps else 0.0,
+            latency_profile=self.latency.profile.name,
+            num_refits=self.refit.num_refits if self.refit is not None else 0,
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            num_free_blocks=int(self.kv_cache_manager.block_pool.get_num_free_blocks()),
+            num_total_blocks=self._num_blocks,
+            block_size=int(self.block_size),
+            max_num_seqs=int(self.max_num_running_reqs),
+            step_time_s=self._recent_step_time(),
+        )
+        if include_requests:
+            now = time.time()
+            stats["requests"] = {
+                rid: {"ttft": t.ttft, "tds": t.tds, "arrival": t.arrival,
+                      "num_tokens": t.digest.num_tokens, "last_digest": t.digest.last_digest,
+                      "num_preemptions": int(self.requests[rid].num_preemptions) if rid in self.requests else 0,
+                      "num_policy_preemptions": t.num_policy_preemptions,
+                      "live_qoe": t.live_qoe(now), "error": t.error}
+                for rid, t in self.tracks.items()
+            }
+            stats["finished"] = list(self.finished_records)
+        return stats
+
+    def _recent_step_time(self) -> float:
+        if not self.step_records:
+            return math.nan
+        recent = [s[3] for s in list(self.step_records)[-32:]]
+        return float(np.median(recent))
+
+
+class AndesScheduler(_AndesMixin, AsyncScheduler):
+    """The Andes policies in vLLM's async scheduler (``--scheduler-cls`` points here)."""
+
+
+class AndesSyncScheduler(_AndesMixin, Scheduler):
+    """The same, over vLLM's synchronous scheduler (for engines run with async scheduling off)."""
