@@ -5,7 +5,8 @@
 - ``andes bench``: QoE against load for every policy (``bench/qoe_vs_load.py``);
 - ``andes profiles``: list the latency profiles shipped with the package;
 - ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
-- ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``).
+- ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``);
+- ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sys
 from typing import Sequence
 
+from andes.cli_profile import add_profile_parser
 from andes.cli_trace import add_trace_parser
 from andes.loadgen.sweep import add_capacity_parser
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=_model_tiny)
 
     add_capacity_parser(sub)
+    add_profile_parser(sub)
     return parser
 
 

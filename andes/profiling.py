@@ -73,7 +73,20 @@ def fit_profile(samples: Iterable[Sequence[float]], *, name: str, description: s
         **{f: 0.0 for f in TIME_FIELDS}, **memory,
     })
     fitted = fit(rows, base, name=name)
-    # fit() appends its own description and citation; keep them, they say how many steps.
+    # Steps stalled by the host (another process on the core, a page fault) are far above the
+    # fit; least squares would chase them, so drop those beyond a robust cut and refit once.
+    errs = prediction_errors(fitted, rows)
+    med = float(np.median(errs))
+    cut = max(0.25, med + 3.0 * 1.4826 * float(np.median(np.abs(errs - med))))
+    informative = [r for r in rows if (r[0] > 0 or r[2] > 0) and r[3] > 0]
+    kept = [r for r, e in zip(informative, errs) if e <= cut]
+    if len(kept) < len(informative):
+        try:
+            check_grid(kept)
+        except ValueError:
+            return fitted  # the outliers were whole grid points: keep every step
+        fitted = fit(kept, base, name=name)
+    # fit() appends its own description and citation; they say how many steps were used.
     return fitted
 
 

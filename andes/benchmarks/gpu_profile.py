@@ -34,7 +34,7 @@ import numpy as np
 from andes.benchmarks.report import format_table, write_json
 from andes.profiling import fit_profile, kv_bytes_per_token, parse_grid, prediction_errors, write_profile
 
-__all__ = ["LLAMA3_8B", "Grid", "main", "measure"]
+__all__ = ["LLAMA3_8B", "Grid", "copy_bandwidth", "main", "measure"]
 
 # meta-llama/Meta-Llama-3-8B config.json (shapes only; weights are random here).
 LLAMA3_8B: dict[str, Any] = dict(
@@ -209,7 +209,7 @@ def _build_model(spec: str, device: str, dtype_name: str, seed: int):
     return model.eval(), f"{path.name} ({model.config.num_hidden_layers} layers)", source
 
 
-def _copy_bandwidth(device: str) -> float:
+def copy_bandwidth(device: str) -> float:
     """Host <-> device copy bandwidth in bytes/s (pinned memory on CUDA, memcpy on CPU)."""
     import torch
 
@@ -257,7 +257,7 @@ def _memory_fields(model, device: str, args) -> tuple[dict[str, Any], str]:
     blocks = int(kv_bytes // (args.block_size * kv))
     if blocks < 1:
         raise ValueError("--kv-cache-gib: no KV block fits (the weights take the memory)")
-    swap = _copy_bandwidth(device)
+    swap = copy_bandwidth(device)
     fields = dict(
         block_size=args.block_size, num_gpu_blocks=blocks, num_cpu_blocks=0,
         kv_bytes_per_token=kv, swap_bytes_per_s=swap, max_num_seqs=args.max_num_seqs,

@@ -1,0 +1,242 @@
+"""Step-level measurements of the real vLLM engine, run in this process (for ``andes profile``
+and ``bench/fidelity.py``).
+
+The latency model charges each engine step by its composition (decoding sequences, their
+context, prefill tokens), so measuring it needs two things per step: what vLLM scheduled and
+how long the step took. ``RecordingScheduler`` is vLLM's own scheduler plus a record of each
+``schedule()``'s composition (loaded through vLLM's ``scheduler_cls`` seam); ``InprocVllm``
+runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), drives
+``LLMEngine.step()`` itself and times every step between its call and its return, which is the
+cadence at which a serving engine delivers tokens (schedule, forward, sampling and output
+processing included). Prompts are token ids (no tokenizer needed); outputs run to a fixed
+length (``ignore_eos``), as a trace's output lengths prescribe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from vllm.v1.core.sched.scheduler import Scheduler
+
+__all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "step_composition"]
+
+
+@dataclass(frozen=True)
+class StepComposition:
+    """What one engine step computed, in the latency model's terms."""
+
+    num_decode: int
+    context_tokens: int  # KV tokens the decoding sequences attend (incl. the fed token)
+    prefill_tokens: int
+    num_requests: int
+
+
+def step_composition(num_scheduled: Mapping[str, int], computed_after: Mapping[str, int],
+                     prompt_len: Mapping[str, int]) -> StepComposition:
+    """Classify each scheduled request as decode (one token past its prompt) or prefill chunk.
+
+    ``computed_after`` is each request's ``num_computed_tokens`` once the step is scheduled
+    (vLLM advances it inside ``schedule()``). A request resumed after preemption recomputes its
+    whole context: that is a prefill, as the latency model charges it.
+    """
+    decode = ctx = prefill = 0
+    for rid, n in num_scheduled.items():
+        after = computed_after[rid]
+        if n == 1 and after - 1 >= prompt_len[rid]:
+            decode += 1
+            ctx += after
+        else:
+            prefill += n
+    return StepComposition(decode, ctx, prefill, len(num_scheduled))
+
+
+class RecordingScheduler(Scheduler):
+    """vLLM's scheduler, unchanged, plus ``step_log``: one ``StepComposition`` per schedule()."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_log: list[StepComposition] = []
+        self.num_preemptions = 0
+
+    def schedule(self, *args, **kwargs):
+        out = super().schedule(*args, **kwargs)
+        reqs = self.requests
+        sched = out.num_scheduled_tokens
+        self.step_log.append(step_composition(
+            sched, {r: reqs[r].num_computed_tokens for r in sched},
+            {r: reqs[r].num_prompt_tokens for r in sched}))
+        return out
+
+    def _preempt_request(self, request, timestamp):  # counted for the reports
+        self.num_preemptions += 1
+        return super()._preempt_request(request, timestamp)
+
+
+@dataclass
+class StepTiming:
+    """One measured step: its composition and wall seconds, and when it ended."""
+
+    composition: StepComposition
+    seconds: float
+    end: float  # time.perf_counter() at the step's return
+
+
+class InprocVllm:
+    """vLLM's engine in this process with the recording scheduler; requests by token ids.
+
+    ``token_times[request_id]`` collects the perf_counter time at which each output token was
+    returned by ``step()`` (a token is delivered when the step that made it returns).
+    """
+
+    def __init__(self, model_dir: str | Path, *, max_num_seqs: int = 16, max_num_batched_tokens: int = 512,
+                 max_model_len: int = 2048, kv_cache_bytes: int = 256 << 20, block_size: int | None = None,
+                 seed: int = 0) -> None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
+        from vllm import LLM
+
+        kwargs = {}
+        if block_size is not None:
+            kwargs["block_size"] = block_size
+        self.llm = LLM(
+            model=str(model_dir), skip_tokenizer_init=True, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+            kv_cache_memory_bytes=int(kv_cache_bytes), enable_prefix_caching=False,
+            scheduler_cls=f"{__name__}.RecordingScheduler", seed=seed, **kwargs)
+        self.engine = self.llm.llm_engine
+        core = getattr(self.engine.engine_core, "engine_core", None)
+        if core is None:
+            raise RuntimeError("vLLM engine core is not in this process (VLLM_ENABLE_V1_MULTIPROCESSING)")
+        self.scheduler: RecordingScheduler = core.scheduler
+        self.steps: list[StepTiming] = []
+        self.token_times: dict[str, list[float]] = {}
+        self.finished: set[str] = set()
+
+    @property
+    def vllm_config(self):
+        return self.scheduler.vllm_config
+
+    def add(self, request_id: str, prompt_token_ids: list[int], max_tokens: int) -> None:
+        """Queue a request generating exactly ``max_tokens`` tokens (greedy, EOS ignored)."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True,
+                                temperature=0.0, detokenize=False, output_kind=RequestOutputKind.DELTA)
+        self.token_times[request_id] = []
+        self.engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt_token_ids)), params)
+
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished_requests()
+
+    def step(self) -> StepTiming | None:
+        """Run one engine step; None when it scheduled nothing."""
+        log = self.scheduler.step_log
+        before = len(log)
+        start = time.perf_counter()
+        outputs = self.engine.step()
+        end = time.perf_counter()
+        for out in outputs:
+            times = self.token_times.get(out.request_id)
+            if times is None:  # vLLM may suffix ids; map back to ours by prefix
+                times = self.token_times[self._ours(out.request_id)]
+            times.extend([end] * len(out.outputs[0].token_ids))
+            if out.finished:
+                self.finished.add(out.request_id)
+        if len(log) == before or log[-1].num_requests == 0:
+            return None
+        timing = StepTiming(log[-1], end - start, end)
+        self.steps.append(timing)
+        return timing
+
+    def _ours(self, rid: str) -> str:
+        for key in self.token_times:
+            if rid.startswith(key):
+                return key
+        raise KeyError(rid)
+
+    def run_until_done(self) -> None:
+        while self.has_unfinished():
+            self.step()
+
+    def close(self) -> None:
+        """Shut the engine down (frees its KV cache and worker state)."""
+        core = getattr(self.engine.engine_core, "shutdown", None)
+        if core is not None:
+            core()
+
+
+# ---------------------------------------------------------------- `andes profile`
+
+
+@dataclass(frozen=True)
+class VllmGrid:
+    """The measured runs: every batch size with every prompt length, ``output_len`` tokens each."""
+
+    batches: tuple[int, ...]
+    prompt_lens: tuple[int, ...]
+    output_len: int
+
+    def check(self) -> None:
+        """Refuse a grid that cannot determine all five coefficients (errors name the option)."""
+        if len(self.batches) < 2:
+            raise ValueError("--batches: needs at least two batch sizes")
+        if len(self.prompt_lens) < 2:
+            raise ValueError("--prompt-lens: needs at least two prompt lengths")
+        if self.output_len < 2:
+            raise ValueError("--output-len: must be >= 2 (decode steps are what is measured)")
+
+
+def engine_memory_fields(engine: InprocVllm) -> dict[str, int | float]:
+    """The profile's memory fields as the running vLLM engine has them."""
+    from andes.benchmarks.gpu_profile import copy_bandwidth
+    from andes.profiling import kv_bytes_per_token
+
+    cfg = engine.vllm_config
+    model, par = cfg.model_config, cfg.parallel_config
+    import torch
+
+    dtype = model.dtype if isinstance(model.dtype, torch.dtype) else torch.float32
+    kv = kv_bytes_per_token(model.get_num_layers(par), model.get_num_kv_heads(par), model.get_head_size(),
+                            torch.finfo(dtype).bits // 8)
+    return dict(
+        block_size=int(engine.scheduler.block_size), num_gpu_blocks=int(cfg.cache_config.num_gpu_blocks),
+        num_cpu_blocks=0, kv_bytes_per_token=kv, swap_bytes_per_s=copy_bandwidth("cpu"),
+        max_num_seqs=int(cfg.scheduler_config.max_num_seqs),
+        max_num_batched_tokens=int(cfg.scheduler_config.max_num_batched_tokens),
+        max_model_len=int(model.max_model_len),
+    )
+
+
+def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup: bool = True,
+                   log=lambda s: None) -> list[tuple[int, int, int, float]]:
+    """Run every grid point through ``engine``; rows are the measured steps of all runs.
+
+    Each point submits ``batch`` requests of one prompt length at once and runs them to the
+    end, so its steps cover prefill (chunked by the token budget), mixed and decode steps at
+    contexts from the prompt length up. One warm-up run first is not recorded.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = int(engine.vllm_config.model_config.get_vocab_size())
+    runs = [(grid.batches[0], grid.prompt_lens[0], "warmup")] if warmup else []
+    runs += [(b, p, "") for b in grid.batches for p in grid.prompt_lens]
+    rows: list[tuple[int, int, int, float]] = []
+    for i, (b, p, tag) in enumerate(runs):
+        first = len(engine.steps)
+        for j in range(b):
+            engine.add(f"p{i}-{j}", rng.integers(3, vocab, size=p).tolist(), grid.output_len)
+        engine.run_until_done()
+        steps = engine.steps[first:]
+        if tag:
+            continue
+        rows += [(s.composition.num_decode, s.composition.context_tokens, s.composition.prefill_tokens,
+                  s.seconds) for s in steps]
+        dec = [s.seconds for s in steps if s.composition.prefill_tokens == 0]
+        log(f"batch {b:4d} x prompt {p:6d}: {len(steps):4d} steps, decode median "
+            f"{1e3 * float(np.median(dec)) if dec else float('nan'):8.3f} ms")
+    return rows
