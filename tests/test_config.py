@@ -60,8 +60,9 @@ def test_invalid_values_fail_with_the_field_path(data, path):
     assert f"{path}:" in str(info.value)
 
 
-def test_vllm_engine_is_a_clear_not_yet_error():
-    with pytest.raises(ConfigError, match=r"user_config\.engine\.kind: .*not available yet"):
+def test_vllm_engine_needs_its_settings():
+    # The vLLM settings themselves: tests/serve/test_vllm_deployments.py.
+    with pytest.raises(ConfigError, match=r"user_config\.engine: kind 'vllm' needs a 'vllm' section"):
         load_config(ReplicaConfig, {"engine": {"kind": "vllm"}}, where="user_config")
 
 

@@ -8,6 +8,10 @@ runs in plain asyncio tests with a virtual clock. Contract:
   engine request is aborted and its KV memory freed before ``generate`` returns;
 - ``reconfigure`` switches the policy between engine steps without restarting the engine;
   engine settings (kind, profile) change only while the engine is idle.
+
+The ``vllm`` engine is imported only when a config asks for it, so the simulated path runs
+where vLLM is not installed; it starts in a worker thread (tens of seconds on CPU) while the
+replica's event loop keeps answering.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from andes.config import ConfigError, ReplicaConfig, load_config
-from andes.engines.base import EngineRequest, TokenEvent
+from andes.engines.base import Engine, EngineRequest, TokenEvent
 from andes.engines.sim_engine import SimEngine
 
 __all__ = ["EngineHost", "merge_events"]
@@ -46,17 +50,38 @@ class EngineHost:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
+        placement: tuple[int, int] | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self.placement = placement  # (rank on the node, replicas): CPU cores of a vLLM engine
         self.config = config if isinstance(config, ReplicaConfig) else \
             load_config(ReplicaConfig, config, where="user_config")
         self.engine = self._build(self.config)
 
-    def _build(self, config: ReplicaConfig) -> SimEngine:
-        # EngineConfig rejects kinds that are not available, so only "sim" gets here.
-        return SimEngine(config.policy.build(), config.engine.latency_model(),
+    def _build(self, config: ReplicaConfig) -> Engine:
+        engine = config.engine
+        if engine.kind == "vllm":
+            from andes.engines.vllm.engine import VllmEngine  # only vLLM replicas import vLLM
+
+            try:
+                return VllmEngine(engine.vllm, config.policy, profile=engine.profile,
+                                  placement=self.placement, clock=self._clock)
+            except ValueError as exc:  # ours name the field (engine.vllm.model: ...)
+                where = "user_config." if str(exc).startswith("engine.") else \
+                    "user_config.engine.vllm: vLLM rejected the settings: "
+                raise ConfigError(f"{where}{exc}") from None
+        return SimEngine(config.policy.build(), engine.latency_model(),
                          clock=self._clock, sleep=self._sleep)
+
+    async def _set_policy(self, config: ReplicaConfig) -> None:
+        if config.engine.kind != "vllm":
+            self.engine.set_policy(config.policy.build())
+            return
+        try:  # the policy runs in vLLM's engine process: the switch is a call there
+            await self.engine.set_policy(config.policy)
+        except Exception as exc:
+            raise ConfigError(f"user_config.policy: the engine could not switch policy: {exc}") from None
 
     async def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
         """Apply a new ``user_config``: new policy in place; new engine only when idle."""
@@ -65,10 +90,12 @@ class EngineHost:
             if self.num_open() > 0:
                 raise ConfigError("user_config.engine: engine settings change only while the "
                                   "replica is idle (redeploy, or drain it first)")
-            old, self.engine = self.engine, self._build(config)
+            new = await asyncio.to_thread(self._build, config) if config.engine.kind == "vllm" \
+                else self._build(config)
+            old, self.engine = self.engine, new
             await old.shutdown()
         elif config.policy != self.config.policy:
-            self.engine.set_policy(config.policy.build())
+            await self._set_policy(config)
         self.config = config
 
     def num_open(self) -> int:
