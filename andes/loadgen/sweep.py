@@ -97,6 +97,10 @@ def run_locust(url: str, policy: str, spec: ScheduleSpec, run_dir: Path, setting
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise RuntimeError(f"locust ran past {limit:g} s at {spec.rate:g} req/s; see {run_dir / 'locust.log'}")
+        except BaseException:  # Ctrl-C: Locust runs in its own session and would not see it
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
     stats_path = Path(f"{prefix}.json")
     if process.returncode != 0 or not stats_path.exists():
         tail = (run_dir / "locust.log").read_text(errors="replace")[-1500:]

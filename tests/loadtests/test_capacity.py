@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from andes.loadgen.capacity import (Capacity, QoETarget, RunFigures, find_capacity, locust_totals, next_probe,
                                     run_figures)
@@ -137,3 +138,24 @@ def test_locust_command_passes_the_whole_schedule():
     assert float(args["--intensity"]) == 3.0 and float(args["--voice-share"]) == 0.2
     assert args["--json-file"] == "out/stats" and args["--exit-code-on-error"] == "0" and args["--max-users"] == "7"
     assert "--headless" in cmd
+
+
+def test_policy_config_copies_the_serve_file_with_port_and_policy(tmp_path):
+    from andes.loadgen.serve_proc import policy_config
+    from andes.loadgen.sweep import _policies_in
+
+    config_file = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
+    original = yaml.safe_load(config_file.read_text())
+    config = policy_config(original, "fcfs", 12345)
+    assert config["http_options"] == {**original["http_options"], "host": "127.0.0.1", "port": 12345}
+    (engine,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "EngineReplica"]
+    assert engine["user_config"]["policy"]["name"] == "fcfs"
+    assert engine["user_config"]["policy"]["andes"] == \
+        [d for d in original["applications"][0]["deployments"] if d["name"] == "EngineReplica"][0][
+            "user_config"]["policy"]["andes"]  # only the name changes
+    assert _policies_in(config_file) == ("andes",)
+    path = tmp_path / "fcfs.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert _policies_in(path) == ("fcfs",)
+    with pytest.raises(ValueError, match="EngineReplica"):
+        policy_config({"applications": [{"deployments": [{"name": "Gateway"}]}]}, "fcfs", 1)
