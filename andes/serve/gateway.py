@@ -13,26 +13,21 @@ this replica's handle; ``Job.engine_request()`` is a plain dict so that the rout
 request's expectations from ``pending_request.args[0]``.
 """
 
-import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
-from andes.serve.protocol import ApiError, Job, Route, error_body, parse_request, sse
+from andes.serve.protocol import Job
+from andes.serve.streaming import internal_error, models_body, respond
 
 __all__ = ["Gateway", "api"]
 
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
-
-
-@api.exception_handler(Exception)
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    # Whatever goes wrong, the client gets OpenAI's error shape, never a bare traceback.
-    return JSONResponse(error_body(f"internal error: {exc!r}", type="server_error"), status_code=500)
+api.add_exception_handler(Exception, internal_error)
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -52,93 +47,19 @@ class Gateway:
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
         """The one model this server serves."""
-        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model",
-                                            "created": 0, "owned_by": "andes"}]}
+        return models_body(self.config)
 
     @api.post("/v1/completions")
-    async def completions(self, request: Request):
+    async def completions(self, request: Request) -> Response:
         """OpenAI text completions."""
-        return await self._serve("completions", request)
+        return await respond("completions", request, self.config, self._call)
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request):
+    async def chat_completions(self, request: Request) -> Response:
         """OpenAI chat completions."""
-        return await self._serve("chat", request)
-
-    async def _serve(self, route: Route, request: Request):
-        arrival = time.monotonic()
-        try:
-            job = parse_request(route, await request.body(), self.config, arrival)
-        except ApiError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status)
-        if job.stream:
-            return StreamingResponse(self._stream(job), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return await self._complete(job)
+        return await respond("chat", request, self.config, self._call)
 
     def _call(self, job: Job):
-        return self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event)
-
-    async def _stream(self, job: Job) -> AsyncIterator[str]:
-        meter, first, done = job.meter(), True, False
-        events = self._call(job)
-        try:
-            async for event in events:
-                meter.num_preemptions = event.num_preemptions
-                if event.token_ids:
-                    chunk = sse(job.chunk(event.text, first))
-                    meter.add(len(event.token_ids), time.monotonic())
-                    first = False
-                    yield chunk
-                if event.is_final:
-                    done = True
-                    if event.finish_reason in ("stop", "length"):
-                        yield sse(job.final_chunk(event.finish_reason, meter))
-                    else:
-                        yield sse(error_body(_engine_message(event.finish_reason, event.error),
-                                                type="server_error"))
-                    break
-            if not done:
-                done = True
-                yield sse(error_body("engine stream ended without a final event", type="server_error"))
-        except Exception as exc:  # the replica died or the call failed: end the stream cleanly
-            done = True
-            yield sse(error_body(f"engine call failed: {exc!r}", type="server_error"))
-        finally:
-            if not done:  # client disconnected (Serve cancelled us): abort the engine request
-                events.cancel()
-        yield sse("[DONE]")
-
-    async def _complete(self, job: Job) -> JSONResponse:
-        meter, parts, num_tokens, reason, error = job.meter(), [], 0, None, None
-        events = self._call(job)
-        try:
-            async for event in events:
-                parts.append(event.text)
-                num_tokens += len(event.token_ids)
-                meter.num_preemptions = event.num_preemptions
-                if event.is_final:
-                    reason, error = event.finish_reason, event.error
-                    break
-        except Exception as exc:
-            reason = "error"
-            return JSONResponse(error_body(f"engine call failed: {exc!r}", type="server_error"),
-                                status_code=503)
-        finally:
-            if reason is None:  # client disconnected (Serve cancelled us): abort the request
-                events.cancel()
-        if reason not in ("stop", "length"):
-            return JSONResponse(error_body(_engine_message(reason, error), type="server_error"),
-                                status_code=503)
-        # The client receives every token with the response, so that is their delivery time.
-        meter.add(num_tokens, time.monotonic())
-        return JSONResponse(job.response("".join(parts), reason, meter))
-
-
-def _engine_message(finish_reason: str | None, error: str | None) -> str:
-    """Why a request did not complete, for the client."""
-    if finish_reason is None:
-        return "the engine stream ended without a final event"
-    if finish_reason == "abort":
-        return "the engine aborted the request (replica shutting down)"
-    return error or "the engine failed the request"
+        # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
+        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event)
+        return events, events.cancel

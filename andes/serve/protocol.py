@@ -59,6 +59,17 @@ def count_tokens(text: str) -> int:
 _Positive = dict(gt=0, allow_inf_nan=False)
 
 
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    include_usage: bool = True
+    """Accepted for OpenAI clients; the final chunk always carries usage."""
+    include_engine_time: bool = False
+    """Andes extension: each chunk carries ``andes.engine_time``, the engine's monotonic clock
+    when its tokens were ready (comparable with ``time.monotonic()`` on the same host only);
+    benchmarks use it to measure the delay the serving path adds."""
+
+
 class _Common(BaseModel):
     # Unknown OpenAI parameters (temperature, top_p, user, ...) are accepted and ignored.
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -72,6 +83,7 @@ class _Common(BaseModel):
     tds: float | None = Field(None, le=MAX_TDS, **_Positive)
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
+    stream_options: _StreamOptions | None = None
 
 
 class CompletionBody(_Common):
@@ -143,8 +155,9 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
                             f"{sorted(config.service_classes)}", "service_class")
     num_prompt_tokens = count_tokens(prompt)
     ttft, tds = config.expectations(body.service_class, num_prompt_tokens)
+    engine_times = body.stream_options is not None and body.stream_options.include_engine_time
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
-               num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens,
+               num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
                ttft=ttft if body.ttft is None else body.ttft,
                tds=tds if body.tds is None else body.tds, arrival=arrival)
 
@@ -195,6 +208,7 @@ class Job:
     ttft: float
     tds: float
     arrival: float
+    engine_times: bool = False  # stream_options.include_engine_time
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -217,14 +231,17 @@ class Job:
         return {"id": self.response_id, "object": kind[(self.route, chunk)], "created": self.created,
                 "model": self.model, "choices": [choice]}
 
-    def chunk(self, text: str, first: bool) -> dict[str, Any]:
-        """A streamed chunk carrying ``text``."""
+    def chunk(self, text: str, first: bool, engine_time: float | None = None) -> dict[str, Any]:
+        """A streamed chunk carrying ``text`` (and, if asked for, the engine's time)."""
         if self.route == "chat":
             delta = {"role": "assistant", "content": text} if first else {"content": text}
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
-        return self._envelope(choice, chunk=True)
+        out = self._envelope(choice, chunk=True)
+        if self.engine_times and engine_time is not None:
+            out["andes"] = {"engine_time": engine_time}
+        return out
 
     def final_chunk(self, finish_reason: str, meter: DeliveryMeter) -> dict[str, Any]:
         """The last streamed chunk: finish reason, usage and the ``andes`` QoE report."""

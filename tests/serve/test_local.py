@@ -1,0 +1,95 @@
+"""The single-process server (andes.serve.local) on a real uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from andes.engines.sim_engine import make_text
+from andes.serve.local import make_local_app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = make_local_app({"replica": {"policy": {"name": "andes"}}})
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "local server did not answer"
+        time.sleep(0.1)
+    yield base, app.state.host
+    srv.should_exit = True
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_openai_client_streams_with_qoe_report(server):
+    base, _ = server
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    chunks = list(client.completions.create(model="andes-sim", prompt="hello there", max_tokens=6,
+                                            stream=True, extra_body={"ttft": 2.0, "tds": 50.0}))
+    assert "".join(c.choices[0].text for c in chunks) == "".join(make_text(i) for i in range(6))
+    report = chunks[-1].model_extra["andes"]
+    assert report["qoe"] == pytest.approx(1.0) and report["expected_tds"] == 50.0
+
+
+def test_engine_times_are_sent_only_when_asked_for(server):
+    base, _ = server
+    body = {"prompt": "hi", "max_tokens": 4, "stream": True,
+            "stream_options": {"include_engine_time": True}}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: {")]
+    received = time.monotonic()
+    times = [e["andes"]["engine_time"] for e in events if e["choices"][0]["finish_reason"] is None]
+    assert times and times == sorted(times) and all(0 < received - t < 30 for t in times)
+    plain = httpx.post(f"{base}/v1/completions", json={**body, "stream_options": None}, timeout=30)
+    assert "engine_time" not in plain.text
+
+
+def test_bad_request_is_a_400_naming_the_field(server):
+    base, _ = server
+    response = httpx.post(f"{base}/v1/completions", json={"prompt": "x", "tds": -1}, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tds"
+
+
+def eventually(predicate, timeout_s: float = 10.0) -> bool:
+    # The engine steps on the server's thread; a read from here may land mid-step, so poll.
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_disconnect_aborts_the_engine_request(server):
+    base, host = server
+    body = {"prompt": "long", "max_tokens": 3000, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()  # kept: closing it would close the connection
+        next(line for line in lines if line.startswith("data: {"))
+        assert eventually(lambda: host.num_open() == 1), host.stats()
+    assert eventually(lambda: host.num_open() == 0), host.stats()
