@@ -28,14 +28,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any
 
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 from andes.latency import DEFAULT_PROFILE, load_profile
 from andes.routing import HeadroomConfig, ReplicaStats, Router
 
-__all__ = ["QoEHeadroomRequestRouter", "ROUTER_CLASS", "routed_request"]
+__all__ = ["ROUTER_CLASS", "QoEHeadroomRequestRouter", "routed_request"]
 
 ROUTER_CLASS = "andes.serve.router.QoEHeadroomRequestRouter"
 """The import path ``RequestRouterConfig.request_router_class`` takes."""
@@ -98,9 +98,9 @@ class QoEHeadroomRequestRouter(RequestRouter):
 
     async def choose_replicas(
         self,
-        candidate_replicas: List[RunningReplica],
-        pending_request: Optional[PendingRequest] = None,
-    ) -> List[List[RunningReplica]]:
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> List[list[RunningReplica]]:
         if not candidate_replicas:
             return []
         if pending_request is not None:
@@ -121,6 +121,6 @@ class QoEHeadroomRequestRouter(RequestRouter):
         return [first, rest] if rest else [first]
 
 
-def _two_random(replicas: List[RunningReplica]) -> List[RunningReplica]:
+def _two_random(replicas: list[RunningReplica]) -> list[RunningReplica]:
     """Two distinct random replicas; Serve probes both and takes the shorter queue."""
     return random.sample(replicas, min(2, len(replicas)))
