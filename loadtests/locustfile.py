@@ -99,8 +99,7 @@ class StreamingReader(HttpUser):
     def _stream(self, slot: Slot, origin: float) -> None:
         sent_clock = time.monotonic()
         lag_s = max(0.0, sent_clock - slot.due)
-        events = self.environment.events
-        _fire(events, "LAG", "send", lag_s * 1000.0)
+        _fire(self.environment.events, "LAG", "send", lag_s * 1000.0)
         label = slot.request.cls or "-"
         meter = StreamMeter(slot.request, slot.index, sent_clock - origin, lag_s, sent_clock)
         num_bytes, outcome = 0, None
@@ -111,6 +110,7 @@ class StreamingReader(HttpUser):
                 if response.status_code != 200:
                     outcome = meter.finish(time.monotonic(), http_error=_http_error(response))
                 else:
+                    response.encoding = "utf-8"  # SSE is UTF-8 (RFC 8895); lines come as str
                     for line in response.iter_lines(decode_unicode=True):
                         meter.feed(line, time.monotonic())
                         num_bytes += len(line) + 1
@@ -131,20 +131,20 @@ class StreamingReader(HttpUser):
             response.success()
         else:
             response.failure(outcome.error)
-        label, events = outcome.cls or "-", self.environment.events
+        label, hooks = outcome.cls or "-", self.environment.events
         if outcome.token_times.size:
-            _fire(events, "TTFT", label, outcome.measured_ttft * 1000.0)
+            _fire(hooks, "TTFT", label, outcome.measured_ttft * 1000.0)
         if math.isfinite(outcome.delivered_tds):
-            _fire(events, "TDS", label, outcome.delivered_tds * 1000.0)
-        _fire(events, "QOE", label, outcome.qoe * 1000.0)
+            _fire(hooks, "TDS", label, outcome.delivered_tds * 1000.0)
+        _fire(hooks, "QOE", label, outcome.qoe * 1000.0)
         if math.isfinite(outcome.server_qoe):  # the final chunk came
-            _fire(events, "QOE_SERVER", label, outcome.server_qoe * 1000.0)
+            _fire(hooks, "QOE_SERVER", label, outcome.server_qoe * 1000.0)
         self.recorder.write(outcome)
 
 
-def _fire(events, kind: str, name: str, value: float) -> None:
+def _fire(hooks, kind: str, name: str, value: float) -> None:
     """One custom statistics row entry (never a failure: failures belong to the POST row)."""
-    events.request.fire(request_type=kind, name=name, response_time=value, response_length=0,
+    hooks.request.fire(request_type=kind, name=name, response_time=value, response_length=0,
                         exception=None, context={})
 
 
