@@ -100,7 +100,7 @@ class QoEHeadroomRequestRouter(RequestRouter):
         self,
         candidate_replicas: list[RunningReplica],
         pending_request: PendingRequest | None = None,
-    ) -> List[list[RunningReplica]]:
+    ) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
         if pending_request is not None:
