@@ -43,6 +43,9 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--kv-cache-mib", type=positive_int, default=256, help="vLLM KV cache size")
     p.add_argument("--name", default=None, help="profile name (default: <model>-vllm-cpu)")
     p.add_argument("--out", default=None, help="profile JSON (default bench/results/profile_<name>.json)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time steps by wall clock (what serving sees) or by the engine thread's CPU time "
+                        "(what a step costs with the core to itself; use on a shared, busy host)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_profile)
     return p
@@ -78,7 +81,7 @@ def run_profile(args: argparse.Namespace) -> int:
                         max_model_len=args.max_model_len, kv_cache_bytes=args.kv_cache_mib << 20, seed=args.seed)
     try:
         start = time.perf_counter()
-        rows = measure_engine(engine, grid, seed=args.seed, log=print)
+        rows = [s.row(args.clock) for s in measure_engine(engine, grid, seed=args.seed, log=print)]
         elapsed = time.perf_counter() - start
         memory = engine_memory_fields(engine)
     finally:
@@ -88,8 +91,8 @@ def run_profile(args: argparse.Namespace) -> int:
     fitted = fit_profile(
         rows, name=name, memory=memory,
         description=f"{path.name} on vLLM {vllm.__version__} (CPU build), measured by andes profile.",
-        sources=[f"measured by `andes profile` on this host with vLLM {vllm.__version__}: wall time of each "
-                 "LLMEngine.step() with the engine core in process, composition from the scheduler",
+        sources=[f"measured by `andes profile` on this host with vLLM {vllm.__version__}: {args.clock} time of "
+                 "each LLMEngine.step() with the engine core in process, composition from the scheduler",
                  "memory fields as the running engine reports them (block size, KV blocks, batch limits); "
                  "vLLM v1 preempts by recompute, so no host swap blocks"])
     out = Path(args.out) if args.out else Path("bench/results") / f"profile_{name}.json"

@@ -14,6 +14,7 @@ length (``ignore_eos``), as a trace's output lengths prescribe.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -78,11 +79,24 @@ class RecordingScheduler(Scheduler):
 
 @dataclass
 class StepTiming:
-    """One measured step: its composition and wall seconds, and when it ended."""
+    """One measured step: its composition, wall seconds, and when it ended.
+
+    ``cpu_seconds`` is the CPU time the driving thread spent in the step. vLLM's CPU build runs
+    the model on that thread here (one OpenMP thread, engine core in process), so on a busy
+    host it is close to what the step would take with the core to itself, while ``seconds`` is
+    what the step really took, waits for the core included.
+    """
 
     composition: StepComposition
     seconds: float
     end: float  # time.perf_counter() at the step's return
+    cpu_seconds: float = math.nan
+
+    def row(self, clock: str = "wall") -> tuple[int, int, int, float]:
+        """``(num_decode, context_tokens, prefill_tokens, seconds)`` on the ``clock`` chosen."""
+        c = self.composition
+        return (c.num_decode, c.context_tokens, c.prefill_tokens,
+                self.seconds if clock == "wall" else self.cpu_seconds)
 
 
 class InprocVllm:
@@ -136,9 +150,11 @@ class InprocVllm:
         """Run one engine step; None when it scheduled nothing."""
         log = self.scheduler.step_log
         before = len(log)
+        cpu = time.thread_time()
         start = time.perf_counter()
         outputs = self.engine.step()
         end = time.perf_counter()
+        cpu = time.thread_time() - cpu
         for out in outputs:
             times = self.token_times.get(out.request_id)
             if times is None:  # vLLM may suffix ids; map back to ours by prefix
@@ -148,7 +164,7 @@ class InprocVllm:
                 self.finished.add(out.request_id)
         if len(log) == before or log[-1].num_requests == 0:
             return None
-        timing = StepTiming(log[-1], end - start, end)
+        timing = StepTiming(log[-1], end - start, end, cpu)
         self.steps.append(timing)
         return timing
 
@@ -212,8 +228,8 @@ def engine_memory_fields(engine: InprocVllm) -> dict[str, int | float]:
 
 
 def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup: bool = True,
-                   log=lambda s: None) -> list[tuple[int, int, int, float]]:
-    """Run every grid point through ``engine``; rows are the measured steps of all runs.
+                   log=lambda s: None) -> list[StepTiming]:
+    """Run every grid point through ``engine``; returns the measured steps of all runs.
 
     Each point submits ``batch`` requests of one prompt length at once and runs them to the
     end, so its steps cover prefill (chunked by the token budget), mixed and decode steps at
@@ -225,7 +241,7 @@ def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup:
     vocab = int(engine.vllm_config.model_config.get_vocab_size())
     runs = [(grid.batches[0], grid.prompt_lens[0], "warmup")] if warmup else []
     runs += [(b, p, "") for b in grid.batches for p in grid.prompt_lens]
-    rows: list[tuple[int, int, int, float]] = []
+    measured: list[StepTiming] = []
     for i, (b, p, tag) in enumerate(runs):
         first = len(engine.steps)
         for j in range(b):
@@ -234,9 +250,9 @@ def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup:
         steps = engine.steps[first:]
         if tag:
             continue
-        rows += [(s.composition.num_decode, s.composition.context_tokens, s.composition.prefill_tokens,
-                  s.seconds) for s in steps]
-        dec = [s.seconds for s in steps if s.composition.prefill_tokens == 0]
+        measured += steps
+        dec = [s for s in steps if s.composition.prefill_tokens == 0]
         log(f"batch {b:4d} x prompt {p:6d}: {len(steps):4d} steps, decode median "
-            f"{1e3 * float(np.median(dec)) if dec else float('nan'):8.3f} ms")
-    return rows
+            f"{1e3 * float(np.median([s.seconds for s in dec])) if dec else math.nan:8.3f} ms wall, "
+            f"{1e3 * float(np.median([s.cpu_seconds for s in dec])) if dec else math.nan:8.3f} ms CPU")
+    return measured
