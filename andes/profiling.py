@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,7 +21,59 @@ import numpy as np
 
 from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile, fit, load_profile
 
-__all__ = ["check_grid", "fit_profile", "kv_bytes_per_token", "parse_grid", "write_profile"]
+__all__ = ["StepComposition", "StepTiming", "check_grid", "fit_profile", "kv_bytes_per_token", "parse_grid",
+           "prediction_errors", "step_composition", "write_profile"]
+
+
+@dataclass(frozen=True)
+class StepComposition:
+    """What one engine step computed, in the latency model's terms."""
+
+    num_decode: int
+    context_tokens: int  # KV tokens the decoding sequences attend (incl. the fed token)
+    prefill_tokens: int
+    num_requests: int
+
+
+def step_composition(num_scheduled: Mapping[str, int], computed_after: Mapping[str, int],
+                     prompt_len: Mapping[str, int]) -> StepComposition:
+    """Classify each scheduled request as decode (one token past its prompt) or prefill chunk.
+
+    ``computed_after`` is each request's ``num_computed_tokens`` once the step is scheduled
+    (vLLM advances it inside ``schedule()``). A request resumed after preemption recomputes its
+    whole context: that is a prefill, as the latency model charges it.
+    """
+    decode = ctx = prefill = 0
+    for rid, n in num_scheduled.items():
+        after = computed_after[rid]
+        if n == 1 and after - 1 >= prompt_len[rid]:
+            decode += 1
+            ctx += after
+        else:
+            prefill += n
+    return StepComposition(decode, ctx, prefill, len(num_scheduled))
+
+
+@dataclass
+class StepTiming:
+    """One measured step: its composition, wall seconds, and when it ended.
+
+    ``cpu_seconds`` is the CPU time the driving thread spent in the step. vLLM's CPU build runs
+    the model on that thread here (one OpenMP thread, engine core in process), so on a busy
+    host it is close to what the step would take with the core to itself, while ``seconds`` is
+    what the step really took, waits for the core included.
+    """
+
+    composition: StepComposition
+    seconds: float
+    end: float  # time.perf_counter() at the step's return
+    cpu_seconds: float = math.nan
+
+    def row(self, clock: str = "wall") -> tuple[int, int, int, float]:
+        """``(num_decode, context_tokens, prefill_tokens, seconds)`` on the ``clock`` chosen."""
+        c = self.composition
+        return (c.num_decode, c.context_tokens, c.prefill_tokens,
+                self.seconds if clock == "wall" else self.cpu_seconds)
 
 
 def parse_grid(text: str, field: str) -> tuple[int, ...]:
@@ -73,19 +126,23 @@ def fit_profile(samples: Iterable[Sequence[float]], *, name: str, description: s
         **{f: 0.0 for f in TIME_FIELDS}, **memory,
     })
     fitted = fit(rows, base, name=name)
-    # Steps stalled by the host (another process on the core, a page fault) are far above the
-    # fit; least squares would chase them, so drop those beyond a robust cut and refit once.
-    errs = prediction_errors(fitted, rows)
-    med = float(np.median(errs))
-    cut = max(0.25, med + 3.0 * 1.4826 * float(np.median(np.abs(errs - med))))
-    informative = [r for r in rows if (r[0] > 0 or r[2] > 0) and r[3] > 0]
-    kept = [r for r, e in zip(informative, errs) if e <= cut]
-    if len(kept) < len(informative):
+    # Steps stalled by the host (another process on the core, a page fault) lie far above the
+    # fit, and least squares chases them. Trim by the log ratio of measured to predicted time
+    # (symmetric: an over-fitted base counts as much as a stall) beyond a robust cut, refit
+    # from the kept steps, a few rounds; keep everything if trimming would empty a grid axis.
+    informative = np.asarray([r for r in rows if (r[0] > 0 or r[2] > 0) and r[3] > 0]).reshape(-1, 4)
+    for _ in range(3):
+        pred = np.asarray(fitted.step_time(informative[:, 0], informative[:, 1], informative[:, 2]))
+        err = np.abs(np.log(informative[:, 3] / np.maximum(pred, 1e-12)))
+        med = float(np.median(err))
+        keep = err <= max(math.log(1.5), med + 3.0 * 1.4826 * float(np.median(np.abs(err - med))))
+        if keep.all():
+            break
         try:
-            check_grid(kept)
+            check_grid(informative[keep])
         except ValueError:
-            return fitted  # the outliers were whole grid points: keep every step
-        fitted = fit(kept, base, name=name)
+            break
+        fitted = fit(informative[keep], base, name=name)
     # fit() appends its own description and citation; they say how many steps were used.
     return fitted
 

@@ -19,40 +19,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-__all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "step_composition"]
+from andes.profiling import StepComposition, StepTiming, step_composition
 
-
-@dataclass(frozen=True)
-class StepComposition:
-    """What one engine step computed, in the latency model's terms."""
-
-    num_decode: int
-    context_tokens: int  # KV tokens the decoding sequences attend (incl. the fed token)
-    prefill_tokens: int
-    num_requests: int
-
-
-def step_composition(num_scheduled: Mapping[str, int], computed_after: Mapping[str, int],
-                     prompt_len: Mapping[str, int]) -> StepComposition:
-    """Classify each scheduled request as decode (one token past its prompt) or prefill chunk.
-
-    ``computed_after`` is each request's ``num_computed_tokens`` once the step is scheduled
-    (vLLM advances it inside ``schedule()``). A request resumed after preemption recomputes its
-    whole context: that is a prefill, as the latency model charges it.
-    """
-    decode = ctx = prefill = 0
-    for rid, n in num_scheduled.items():
-        after = computed_after[rid]
-        if n == 1 and after - 1 >= prompt_len[rid]:
-            decode += 1
-            ctx += after
-        else:
-            prefill += n
-    return StepComposition(decode, ctx, prefill, len(num_scheduled))
+__all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "StepTiming", "step_composition"]
 
 
 class RecordingScheduler(Scheduler):
@@ -75,28 +48,6 @@ class RecordingScheduler(Scheduler):
     def _preempt_request(self, request, timestamp):  # counted for the reports
         self.num_preemptions += 1
         return super()._preempt_request(request, timestamp)
-
-
-@dataclass
-class StepTiming:
-    """One measured step: its composition, wall seconds, and when it ended.
-
-    ``cpu_seconds`` is the CPU time the driving thread spent in the step. vLLM's CPU build runs
-    the model on that thread here (one OpenMP thread, engine core in process), so on a busy
-    host it is close to what the step would take with the core to itself, while ``seconds`` is
-    what the step really took, waits for the core included.
-    """
-
-    composition: StepComposition
-    seconds: float
-    end: float  # time.perf_counter() at the step's return
-    cpu_seconds: float = math.nan
-
-    def row(self, clock: str = "wall") -> tuple[int, int, int, float]:
-        """``(num_decode, context_tokens, prefill_tokens, seconds)`` on the ``clock`` chosen."""
-        c = self.composition
-        return (c.num_decode, c.context_tokens, c.prefill_tokens,
-                self.seconds if clock == "wall" else self.cpu_seconds)
 
 
 class InprocVllm:

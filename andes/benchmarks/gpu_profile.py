@@ -116,12 +116,13 @@ class _Runner:
         # Logits only for the last position: a serving engine samples one token per sequence.
         return self.model.lm_head(out.last_hidden_state[:, -1:, :]).argmax(-1)
 
-    def timed(self, fn: Callable[[], Any]) -> float:
+    def timed(self, fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+        """(wall seconds of ``fn(*args)`` between device synchronisations, its result)."""
         self.sync()
         start = time.perf_counter()
-        fn()
+        out = fn(*args)
         self.sync()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, out
 
     def tokens(self, batch: int, n: int, gen):
         return self.torch.randint(0, self.config.vocab_size, (batch, n), generator=gen).to(self.device)
@@ -145,7 +146,7 @@ def measure(model, device: str, grid: Grid, *, seed: int = 0, log: Callable[[str
                 times = []
                 for i in range(grid.warmup + grid.repeats):
                     cache.reset()
-                    t = run.timed(lambda: run.forward(ids, cache, 0))
+                    t, _ = run.timed(run.forward, ids, cache, 0)
                     if i >= grid.warmup:
                         times.append(t)
                         rows.append((0, 0, b * p, t))
@@ -162,9 +163,7 @@ def measure(model, device: str, grid: Grid, *, seed: int = 0, log: Callable[[str
                 times = []
                 for i in range(steps):
                     length = ctx + i
-                    holder: list = []
-                    t = run.timed(lambda: holder.append(run.forward(nxt, cache, length)))
-                    nxt = holder[0]
+                    t, nxt = run.timed(run.forward, nxt, cache, length)
                     if i >= grid.warmup:
                         times.append(t)
                         # The step attends the cached context plus the token it feeds.
@@ -217,12 +216,12 @@ def copy_bandwidth(device: str) -> float:
     if device.startswith("cuda"):
         host = torch.empty(n, dtype=torch.uint8, pin_memory=True)
         dev = torch.empty(n, dtype=torch.uint8, device=device)
-        copy = lambda: dev.copy_(host, non_blocking=True)  # noqa: E731
-        sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
+        copy = lambda: dev.copy_(host, non_blocking=True)
+        sync = lambda: torch.cuda.synchronize(device)
     else:
         src, dst = torch.ones(n, dtype=torch.uint8), torch.empty(n, dtype=torch.uint8)
-        copy = lambda: dst.copy_(src)  # noqa: E731
-        sync = lambda: None  # noqa: E731
+        copy = lambda: dst.copy_(src)
+        sync = lambda: None
     copy()
     sync()
     best = math.inf

@@ -13,17 +13,6 @@ from andes.latency import TIME_FIELDS, load_profile
 pytestmark = pytest.mark.vllm
 
 
-def test_step_composition_classifies_decode_and_prefill_chunks():
-    from andes.profiling_vllm import step_composition
-
-    # a: decoding at context 41 (40 prompt + 1 output computed); b: a 16-token prompt chunk;
-    # c: a resumed request recomputing 30 tokens; d: the last 1-token chunk of its prompt.
-    comp = step_composition({"a": 1, "b": 16, "c": 30, "d": 1},
-                            {"a": 41, "b": 16, "c": 30, "d": 20},
-                            {"a": 40, "b": 64, "c": 20, "d": 20})
-    assert (comp.num_decode, comp.context_tokens, comp.prefill_tokens, comp.num_requests) == (1, 41, 47, 4)
-
-
 def test_profile_measures_the_engine_and_writes_a_loadable_profile(tiny_model_dir, vllm_cache_root, tmp_path,
                                                                    capsys):
     out = tmp_path / "tiny.json"

@@ -1,17 +1,14 @@
-"""bench/fidelity.py's error accounting: static vs prequential online step-time errors."""
+"""andes.profiling (step composition, robust fit, validated write) and bench/fidelity.py's error
+accounting (static vs prequential online step-time errors); pure, no engine."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 
-from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile
-
-pytestmark = pytest.mark.vllm
-pytest.importorskip("vllm")
-
+from andes.benchmarks.fidelity import _learned, step_errors
+from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile, load_profile
+from andes.profiling import StepComposition, StepTiming, fit_profile, step_composition, write_profile
 
 def _profile(scale: float = 1.0) -> LatencyProfile:
     base = dict(decode_base_s=0.004, decode_per_seq_s=4e-4, decode_per_ctx_token_s=2e-6,
@@ -23,8 +20,6 @@ def _profile(scale: float = 1.0) -> LatencyProfile:
 
 
 def _steps(truth: LatencyModel, n: int, seed: int):
-    from andes.profiling_vllm import StepComposition, StepTiming
-
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -37,8 +32,6 @@ def _steps(truth: LatencyModel, n: int, seed: int):
 
 
 def test_static_errors_and_prequential_online_errors():
-    from andes.benchmarks.fidelity import _learned, step_errors
-
     truth = LatencyModel(_profile())
     wrong = LatencyModel(_profile(2.0))  # every coefficient doubled: every step predicted 2x
     warm, steps = _steps(truth, 200, 1), _steps(truth, 300, 2)
@@ -56,3 +49,31 @@ def test_static_errors_and_prequential_online_errors():
     assert np.median(step_errors(truth, steps, clock="cpu")) == pytest.approx(1.0, abs=0.05)
     for f in TIME_FIELDS:
         assert getattr(refit.model.profile, f) > 0
+
+
+def test_step_composition_classifies_decode_and_prefill_chunks():
+    # a: decoding at context 41 (40 prompt + 1 output computed); b: a 16-token prompt chunk;
+    # c: a resumed request recomputing 30 tokens; d: the last 1-token chunk of its prompt.
+    comp = step_composition({"a": 1, "b": 16, "c": 30, "d": 1},
+                            {"a": 41, "b": 16, "c": 30, "d": 20},
+                            {"a": 40, "b": 64, "c": 20, "d": 20})
+    assert (comp.num_decode, comp.context_tokens, comp.prefill_tokens, comp.num_requests) == (1, 41, 47, 4)
+
+
+MEMORY = dict(block_size=16, num_gpu_blocks=1000, num_cpu_blocks=0, kv_bytes_per_token=1024,
+              swap_bytes_per_s=1e9, max_num_seqs=16, max_num_batched_tokens=256, max_model_len=1024)
+
+
+def test_fit_profile_drops_stalled_steps_and_writes_a_loadable_profile(tmp_path):
+    truth = LatencyModel(_profile())
+    rows = [s.row() for s in _steps(truth, 300, 3)]
+    rows += [(0, 0, p, float(truth.step_time(0, 0, p))) for p in (32, 128, 256)]
+    stalled = [(d, c, p, t * 20) if i % 15 == 0 else (d, c, p, t) for i, (d, c, p, t) in enumerate(rows)]
+    model = fit_profile(stalled, name="fitted", description="d", memory=MEMORY, sources=["s"])
+    for f in ("decode_base_s", "decode_per_ctx_token_s", "prefill_per_token_s"):
+        assert getattr(model.profile, f) == pytest.approx(getattr(truth.profile, f), rel=0.1), f
+    path = write_profile(model, tmp_path / "p.json", derivation="Measured.", samples=stalled)
+    assert load_profile(str(path)) == model
+    with pytest.raises(ValueError, match="batch sizes"):
+        fit_profile([(4, 400, 0, 0.01), (4, 800, 0, 0.02), (0, 0, 8, 0.01), (0, 0, 16, 0.02)],
+                    name="x", description="d", memory=MEMORY, sources=["s"])
