@@ -48,6 +48,10 @@ COMPLETIONS = "/v1/completions"
 IDLE_POLL_S = 1.0
 TIMEOUT_S = (10.0, 600.0)
 """(connect, read) timeouts; the read timeout bounds a silent gap inside a stream."""
+HEADERS = {"Accept": "text/event-stream", "Connection": "close"}
+"""A fresh connection per stream: users idle between requests for longer than servers keep
+idle connections open (uvicorn: 5 s), and reusing one the server is closing fails the request
+("Remote end closed connection without response") through no fault of the server."""
 
 
 @events.init_command_line_parser.add_listener
@@ -105,7 +109,7 @@ class StreamingReader(HttpUser):
         num_bytes, outcome = 0, None
         with self.client.post(COMPLETIONS, json=request_body(slot.request, self.model), stream=True,
                               catch_response=True, name=f"{COMPLETIONS} [{label}]", timeout=TIMEOUT_S,
-                              headers={"Accept": "text/event-stream"}) as response:
+                              headers=HEADERS) as response:
             try:
                 if response.status_code != 200:
                     outcome = meter.finish(time.monotonic(), http_error=_http_error(response))
