@@ -211,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "median_step_cpu_s": float(np.median(step_cpu)),
                    "cpu_share_of_wall": float(step_cpu.sum() / step_wall.sum())},
         "host": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after},
+        "real_steps": {"columns": ["num_decode", "context_tokens", "prefill_tokens", "wall_s", "cpu_s"],
+                       "steps": [[*s.row("wall"), s.cpu_seconds] for s in steps]},
+        "real_requests": [{"arrival": r.arrival, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
+                           "ttft_target": r.ttft, "tds": r.tds, "ttft": float(t[0]), "qoe": float(q)}
+                          for r, t, q in zip(trace, real_times, q_real)],
         "wall_s": wall,
     })
     return 0
