@@ -2,7 +2,7 @@
 
 One `serve run` for the module (a copy of the config on a free port, its own process group and
 temp dir, stopped by PID), ready once it has answered several completions. About 60-90 s on 2
-cores: ~25 s to start the app, a 15 s Locust run, two 6 s capacity runs.
+cores: ~25-50 s to start the app, a 10 s Locust run, two 5 s capacity runs.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from andes.loadgen.serve_proc import start_serve, wait_ready
 from andes.loadgen.sweep import DEFAULT_LOCUSTFILE, locust_command
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
-# Short requests so a 15 s run finishes its streams quickly; text and voice classes.
-SPEC = ScheduleSpec(kind="poisson", rate=2.0, duration_s=15.0, seed=11, voice_share=0.3,
+# Short requests so a 10 s run finishes its streams quickly; text and voice classes.
+SPEC = ScheduleSpec(kind="poisson", rate=2.5, duration_s=10.0, seed=11, voice_share=0.3,
                     mean_prompt_tokens=40.0, mean_output_tokens=12.0, max_context=256)
 
 
@@ -81,7 +81,7 @@ def test_headless_locust_streams_on_schedule_and_records_qoe(served, tmp_path):
 def test_andes_capacity_sweeps_two_rates_and_writes_the_report(served, tmp_path):
     out = tmp_path / "report"
     cmd = [str(Path(sys.executable).with_name("andes")), "capacity", "--url", served.url, "--label", "andes",
-           "--rates", "1,3", "--duration", "6", "--seed", "2", "--mean-prompt-tokens", "40",
+           "--rates", "1,3", "--duration", "5", "--seed", "2", "--mean-prompt-tokens", "40",
            "--mean-output-tokens", "10", "--max-context", "256", "--refine", "0", "-o", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
