@@ -79,3 +79,15 @@ def test_profile_check_rejects_a_grid_without_two_prefill_sizes():
     with pytest.raises(ValueError, match="prefill"):
         check_grid(steps)
     check_grid(steps + [(0, 0, 64, 0.1)])
+
+
+def test_default_model_has_llama3_8b_shapes():
+    """The GPU default is built on the meta device here: no memory, just the shapes."""
+    from andes.benchmarks.gpu_profile import LLAMA3_8B
+
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA3_8B))
+    assert sum(p.numel() for p in model.parameters()) == 8_030_261_248  # Llama-3-8B's count
+    from andes.profiling import kv_bytes_per_token
+
+    assert kv_bytes_per_token(32, 8, 128, 2) == 131_072  # 128 KiB of bf16 KV per token
