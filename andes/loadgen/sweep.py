@@ -41,6 +41,8 @@ POLICIES = ("fcfs", "round_robin", "lqf", "andes")
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 LOCUST_GRACE_S = 90.0
 """Beyond its schedule and drain timeout, a Locust run may take this long before it is killed."""
+READY_TIMEOUT_S = 60.0
+"""How long ``--url`` may take to answer its first completions."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def run_capacity(args: argparse.Namespace) -> int:
             if args.config:
                 runs += _sweep_served(Path(args.config), policy, settings, out_dir, progress)
             else:
-                runs += sweep_policy(args.url.rstrip("/"), policy, settings, out_dir, progress)
+                runs += _sweep_running(args.url.rstrip("/"), policy, settings, out_dir, progress)
     setup = {"deployment": args.url or f"`serve run {args.config}` per policy",
              "arrivals": f"{spec.kind}, {spec.duration_s:g} s per rate, seed {spec.seed}",
              "requests": f"mean prompt {spec.mean_prompt_tokens:g} / output {spec.mean_output_tokens:g} tokens, "
@@ -193,6 +195,16 @@ def run_capacity(args: argparse.Namespace) -> int:
         print(f"{c.policy}: capacity {c.describe()} for {settings.target.describe()}")
     print(f"wrote {out_dir / 'report.md'}, runs.csv, capacity.csv and plots")
     return 0
+
+
+def _sweep_running(url: str, policy: str, settings: SweepSettings, out_dir: Path, progress) -> list[RunFigures]:
+    """Sweep a running deployment, once it answers completions (a dead URL fails fast)."""
+    progress.set_postfix_str(f"{policy}: waiting for {url}")
+    try:
+        wait_ready(url, timeout_s=READY_TIMEOUT_S, num_answers=3)
+    except TimeoutError as exc:
+        raise RuntimeError(f"--url: {exc}") from None
+    return sweep_policy(url, policy, settings, out_dir, progress)
 
 
 def _sweep_served(config: Path, policy: str, settings: SweepSettings, out_dir: Path, progress) -> list[RunFigures]:
