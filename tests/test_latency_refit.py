@@ -145,3 +145,37 @@ def test_no_refit_before_min_samples_and_zero_prior_stays_zero():
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         RefitConfig(**{field: value})
+
+
+def test_simulator_policy_decides_with_the_refit_model_while_steps_cost_the_truth():
+    from andes.engines.sim import simulate
+    from andes.latency import load_profile
+    from andes.scheduler import make_policy
+    from andes.workload import make_trace
+
+    truth = load_profile("llama2-13b-a100")
+    prior = LatencyModel(scaled(truth.profile, (2.5, 0.5, 2.0, 3.0, 2.0)))
+    trace = make_trace("poisson", 4.0, 200, seed=0)
+
+    class Spy:
+        name = "spy"
+
+        def __init__(self):
+            self.inner, self.models = make_policy("fcfs"), []
+
+        def decide(self, view, budget, latency, now):
+            self.models.append(latency)
+            return self.inner.decide(view, budget, latency, now)
+
+    plain = simulate(trace, make_policy("fcfs"), truth)
+    refit, spy = OnlineRefit(prior), Spy()
+    learned = simulate(trace, spy, truth, refit=refit)
+    # Steps still cost what the truth says (FCFS does not read the model): same token times.
+    for a, b in zip(plain.outcomes, learned.outcomes):
+        np.testing.assert_array_equal(a.token_times, b.token_times)
+    assert refit.num_observed >= learned.num_steps - 5 and refit.num_refits > 10
+    # The policy started on the prior and ended on the refit's model, which learned the truth.
+    assert spy.models[0] is prior and spy.models[-1].profile.name == f"{truth.profile.name}-online"
+    assert rel_err_on(prior, truth, np.random.default_rng(6)) > 0.5
+    # Off the steps it saw (batches up to 128, long prompts) it is close too.
+    assert rel_err_on(refit.model, truth, np.random.default_rng(6)) < 0.1

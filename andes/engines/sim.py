@@ -19,6 +19,7 @@ import numpy as np
 
 from andes.engines.kv import BlockPool
 from andes.latency import LatencyModel
+from andes.latency_refit import OnlineRefit
 from andes.qoe import RequestOutcome, qoe_from_state
 from andes.scheduler.base import Budget, Policy, SchedulerView
 
@@ -52,9 +53,13 @@ class _Counters:
 class SimCore:
     """The simulated engine's state and step function (no clock, no I/O, no asyncio)."""
 
-    def __init__(self, policy: Policy, latency: LatencyModel, *, oracle: bool = False, capacity: int = 1024):
+    def __init__(self, policy: Policy, latency: LatencyModel, *, oracle: bool = False, capacity: int = 1024,
+                 refit: OnlineRefit | None = None):
         self.policy = policy
-        self.latency = latency
+        self.latency = latency  # what steps cost (the simulated hardware)
+        # Optional online refit: the policy then projects with the refit's model, which starts
+        # from its own prior and learns from every simulated step, as a real engine's does.
+        self.refit = refit
         self.oracle = oracle  # give the policy true remaining lengths (the upper reference line)
         prof = latency.profile
         self.gpu = BlockPool(prof.num_gpu_blocks, capacity)
@@ -144,7 +149,8 @@ class SimCore:
             num_preemptions_total=self.counters.num_preemptions,
             num_free_cpu_blocks=self.cpu.num_free,
         )
-        decision = self.policy.decide(view, budget, self.latency, now)
+        model = self.latency if self.refit is None else self.refit.model
+        decision = self.policy.decide(view, budget, model, now)
         victims = cand[decision.preempt]
         swap_s = self._preempt(victims, decision.swap, now)
         swap_s += self._admit(cand[decision.run], now)
@@ -235,7 +241,10 @@ class SimCore:
             chunk[pre] = np.clip(budget - before, 0, want)
         self.num_computed[run] += chunk
         done_prefill = run[(~is_decode) & (chunk == todo) & (chunk > 0)]
-        duration = float(self.latency.step_time(decoders.size, int(ctx[is_decode].sum()), int(chunk.sum())))
+        context, prefill = int(ctx[is_decode].sum()), int(chunk.sum())
+        duration = float(self.latency.step_time(decoders.size, context, prefill))
+        if self.refit is not None:
+            self.refit.observe(decoders.size, context, prefill, duration)
         return duration, decoders, done_prefill
 
     def _postprocess(self, emitted: np.ndarray, t: float) -> np.ndarray:
@@ -338,10 +347,11 @@ class SimResult:
 
 
 def simulate(trace, policy: Policy, latency: LatencyModel, *, oracle: bool = False,
-             time_limit_s: float = math.inf) -> SimResult:
+             time_limit_s: float = math.inf, refit: OnlineRefit | None = None) -> SimResult:
     """Run ``trace`` (objects with arrival, prompt_tokens, output_tokens, ttft, tds) to the end
-    in virtual time. Requests still unfinished at ``time_limit_s`` end as ``failed``."""
-    core = SimCore(policy, latency, oracle=oracle, capacity=max(16, len(trace)))
+    in virtual time. Requests still unfinished at ``time_limit_s`` end as ``failed``. With
+    ``refit``, steps cost what ``latency`` says while the policy decides with ``refit.model``."""
+    core = SimCore(policy, latency, oracle=oracle, capacity=max(16, len(trace)), refit=refit)
     arrivals = np.array([r.arrival for r in trace], dtype=np.float64)
     if arrivals.size and np.any(np.diff(arrivals) < 0):
         raise ValueError("trace: arrivals must be non-decreasing")
