@@ -76,15 +76,24 @@ class ArrivalShape(LoadTestShape):
     clock = staticmethod(time.monotonic)
 
     def __init__(self) -> None:
-        super().__init__()
-        self.schedule: ArrivalSchedule | None = None
+        self.schedule: ArrivalSchedule | None = None  # set first: the base __init__ calls reset_time
+        self.trace = []
         self.settings = PoolSettings()
         self.num_users = 0
+        super().__init__()
 
     def configure(self, spec: ScheduleSpec, settings: PoolSettings) -> None:
         """Build the schedule (before the test starts)."""
-        self.schedule = ArrivalSchedule(build_trace(spec))
+        self.trace = build_trace(spec)
+        self.schedule = ArrivalSchedule(self.trace)
         self.settings = settings
+
+    def reset_time(self) -> None:
+        """Locust calls this at every start: a new run replays the schedule from its beginning."""
+        super().reset_time()
+        if self.schedule is not None:
+            self.schedule = ArrivalSchedule(self.trace)
+            self.num_users = 0
 
     def tick(self):
         if self.schedule is None:
