@@ -4,7 +4,7 @@ Against a running deployment (``--url``), one policy: whatever it runs (``--labe
 With ``--config FILE --policies fcfs,andes``, each policy gets its own ``serve run`` of the file
 with that policy (a fresh start on a free port, stopped afterwards), so policies are compared
 on equal terms; to compare policies on a cluster, run the sweep once per deployment with
-``--url`` and ``--label`` into separate folders.
+``--url`` and ``--label`` into separate folders, then ``--merge`` them into one report.
 
 Per policy, rates run in ascending order until one misses the target (``--all-rates`` runs them
 all), then ``--refine`` more runs bisect between the capacity and the first miss. Each run is
@@ -31,7 +31,7 @@ import yaml
 from andes.benchmarks.args import names, positive_floats, positive_int
 from andes.loadgen.capacity import QoETarget, RunFigures, find_capacity, next_probe, run_figures
 from andes.loadgen.client import StreamOutcome
-from andes.loadgen.report import write_report
+from andes.loadgen.report import read_runs, write_report
 from andes.loadgen.schedule import ScheduleSpec, build_trace
 from andes.loadgen.serve_proc import start_serve, wait_ready
 
@@ -229,10 +229,12 @@ def add_capacity_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running deployment, e.g. http://127.0.0.1:8000")
     where.add_argument("--config", help="a Serve config file to `serve run` once per policy")
+    where.add_argument("--merge", nargs="+", metavar="DIR",
+                       help="no runs: one report from the runs.csv of earlier sweeps (e.g. one per deployment)")
     p.add_argument("--policies", type=names(POLICIES), default=None,
                    help="with --config: comma-separated policies (default: the file's)")
     p.add_argument("--label", default="deployed", help="with --url: the policy name to report")
-    p.add_argument("--rates", type=positive_floats, required=True, help="comma-separated request rates, req/s")
+    p.add_argument("--rates", type=positive_floats, help="comma-separated request rates, req/s (required to run)")
     p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds of arrivals per rate (default 60)")
     p.add_argument("--kind", choices=("poisson", "gamma", "burst"), default="poisson", help="arrival process")
     p.add_argument("--cv", type=_positive_float, default=2.0, help="gamma: coefficient of variation")
@@ -264,7 +266,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _merge(args: argparse.Namespace) -> int:
+    """``--merge``: one report from earlier sweeps' ``runs.csv`` files."""
+    runs = [run for folder in args.merge for run in read_runs(Path(folder) / "runs.csv")]
+    if not runs:
+        raise ValueError(f"--merge: no runs in {', '.join(args.merge)}")
+    target = QoETarget(args.target, args.target_level)
+    out_dir = Path(args.output_dir)
+    for c in write_report(runs, target, out_dir, {"merged from": ", ".join(args.merge)}):
+        print(f"{c.policy}: capacity {c.describe()} for {target.describe()}")
+    print(f"wrote {out_dir / 'report.md'}, runs.csv, capacity.csv and plots")
+    return 0
+
+
 def _run_checked(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _merge(args)
+    if args.rates is None:
+        raise ValueError("--rates: required with --url or --config")
     if args.policies is not None and not args.config:
         raise ValueError("--policies needs --config (with --url, the deployment's policy is what runs; use --label)")
     if args.config and args.policies is None:

@@ -159,3 +159,18 @@ def test_policy_config_copies_the_serve_file_with_port_and_policy(tmp_path):
     assert _policies_in(path) == ("fcfs",)
     with pytest.raises(ValueError, match="EngineReplica"):
         policy_config({"applications": [{"deployments": [{"name": "Gateway"}]}]}, "fcfs", 1)
+
+
+def test_merge_makes_one_report_from_sweeps_of_separate_deployments(tmp_path, capsys):
+    from andes.cli import main
+
+    write_report([point(1, 1.0, policy="fcfs"), point(2, 0.8, policy="fcfs")], QoETarget(), tmp_path / "a", {})
+    write_report([point(1, 1.0), point(2, 0.99), point(3, 0.9)], QoETarget(), tmp_path / "b", {})
+    out = tmp_path / "merged"
+    assert main(["capacity", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fcfs: capacity 1 req/s (missed at 2 req/s)" in printed and "andes: capacity 2 req/s" in printed
+    assert len(read_runs(out / "runs.csv")) == 5
+    assert main(["capacity", "--merge", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    assert main(["capacity", "--url", "http://127.0.0.1:1"]) == 2  # no --rates
+    assert "--rates: required" in capsys.readouterr().err
