@@ -66,7 +66,7 @@ def plot_runs(runs: Sequence[RunFigures], target: QoETarget, out_dir: Path) -> l
         for policy in policies:
             pts = sorted((r.rate, getattr(r, metric)) for r in runs if r.policy == policy)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=policy)
-        if (metric == "mean_qoe" and target.kind == "mean") or (metric == "share_qoe_ge_095" and target.kind == "share"):
+        if metric == {"mean": "mean_qoe", "share": "share_qoe_ge_095"}[target.kind]:
             ax.axhline(target.level, ls="--", color="grey", lw=1, label=f"target {target.level:g}")
         ax.set_xlabel("request rate (req/s)")
         ax.set_ylabel(label)

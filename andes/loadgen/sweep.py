@@ -108,7 +108,8 @@ def run_locust(url: str, policy: str, spec: ScheduleSpec, run_dir: Path, setting
         tail = (run_dir / "locust.log").read_text(errors="replace")[-1500:]
         raise RuntimeError(f"locust exited with status {process.returncode} at {spec.rate:g} req/s:\n{tail}")
     stats = json.loads(stats_path.read_text())
-    return run_figures(policy, spec.rate, spec.duration_s, len(build_trace(spec)), stats, _read_records(Path(f"{prefix}.records.jsonl")))
+    records = _read_records(Path(f"{prefix}.records.jsonl"))
+    return run_figures(policy, spec.rate, spec.duration_s, len(build_trace(spec)), stats, records)
 
 
 Runner = Callable[[str, str, ScheduleSpec, Path, SweepSettings], RunFigures]
