@@ -60,17 +60,31 @@ class InprocVllm:
     def __init__(self, model_dir: str | Path, *, max_num_seqs: int = 16, max_num_batched_tokens: int = 512,
                  max_model_len: int = 2048, kv_cache_bytes: int = 256 << 20, block_size: int | None = None,
                  seed: int = 0) -> None:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process
         from vllm import LLM
 
         kwargs = {}
         if block_size is not None:
             kwargs["block_size"] = block_size
-        self.llm = LLM(
-            model=str(model_dir), skip_tokenizer_init=True, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-            kv_cache_memory_bytes=int(kv_cache_bytes), enable_prefix_caching=False,
-            scheduler_cls=f"{__name__}.RecordingScheduler", seed=seed, **kwargs)
+        # Engine core in this process; the variable is read when the engine is built, and put
+        # back after so engines started later in this process (AsyncLLM) are not affected.
+        key, old = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        os.environ[key] = "0"
+        import torch
+
+        # vLLM's CPU worker sets this process to one torch thread and turns
+        # torch.set_num_threads into a no-op; close() gives both back.
+        self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
+        try:
+            self.llm = LLM(
+                model=str(model_dir), skip_tokenizer_init=True, max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                kv_cache_memory_bytes=int(kv_cache_bytes), enable_prefix_caching=False,
+                scheduler_cls=f"{__name__}.RecordingScheduler", seed=seed, **kwargs)
+        finally:
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
         self.engine = self.llm.llm_engine
         core = getattr(self.engine.engine_core, "engine_core", None)
         if core is None:
@@ -134,6 +148,11 @@ class InprocVllm:
         core = getattr(self.engine.engine_core, "shutdown", None)
         if core is not None:
             core()
+        import torch
+
+        set_threads, threads = self._torch_threads
+        torch.set_num_threads = set_threads
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- `andes profile`

@@ -15,12 +15,22 @@ pytestmark = pytest.mark.vllm
 
 def test_profile_measures_the_engine_and_writes_a_loadable_profile(tiny_model_dir, vllm_cache_root, tmp_path,
                                                                    capsys):
+    import os
+
+    import torch
+
     out = tmp_path / "tiny.json"
+    env_before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
     rc = main(["profile", "--model", str(tiny_model_dir), "--batches", "1,3", "--prompt-lens", "8,40",
                "--output-len", "4", "--max-num-seqs", "4", "--max-num-batched-tokens", "64",
                "--max-model-len", "256", "--kv-cache-mib", "16", "--name", "tiny-test", "--out", str(out)])
     assert rc == 0
     assert f"wrote {out}" in capsys.readouterr().out
+    # The in-process engine leaves this process as it found it: later engines may spawn, and
+    # torch's thread count can be set again.
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == env_before
+    torch.set_num_threads(2)
+    assert torch.get_num_threads() == 2
     model = load_profile(str(out))
     p = model.profile
     assert p.name == "tiny-test"
