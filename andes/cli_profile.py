@@ -43,6 +43,8 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--kv-cache-mib", type=positive_int, default=256, help="vLLM KV cache size")
     p.add_argument("--name", default=None, help="profile name (default: <model>-vllm-cpu)")
     p.add_argument("--out", default=None, help="profile JSON (default bench/results/profile_<name>.json)")
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="runs of the whole grid (round robin); each step takes the median of its runs")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time steps by wall clock (what serving sees) or by the engine thread's CPU time "
                         "(what a step costs with the core to itself; use on a shared, busy host)")
@@ -81,7 +83,8 @@ def run_profile(args: argparse.Namespace) -> int:
                         max_model_len=args.max_model_len, kv_cache_bytes=args.kv_cache_mib << 20, seed=args.seed)
     try:
         start = time.perf_counter()
-        rows = [s.row(args.clock) for s in measure_engine(engine, grid, seed=args.seed, log=print)]
+        rows = [s.row(args.clock) for s in measure_engine(engine, grid, seed=args.seed, repeats=args.repeats,
+                                                         log=print)]
         elapsed = time.perf_counter() - start
         memory = engine_memory_fields(engine)
     finally:
@@ -99,7 +102,8 @@ def run_profile(args: argparse.Namespace) -> int:
     write_profile(fitted, out, samples=rows, derivation=(
         f"Measured, not derived: {len(rows)} engine steps in {elapsed:.0f} s; runs of batch "
         f"{list(grid.batches)} x prompt {list(grid.prompt_lens)} tokens, {grid.output_len} output "
-        f"tokens each (one warm-up run not recorded); fitted by andes.latency.fit (NNLS) after "
+        f"tokens each, the grid run {args.repeats} times round robin and each step's median taken "
+        f"(one warm-up run not recorded); fitted by andes.latency.fit (NNLS) after "
         f"dropping stalled steps beyond a robust cut."))
     errs = prediction_errors(fitted, rows)
     print(json.dumps({f: getattr(fitted.profile, f) for f in TIME_FIELDS}, indent=1))

@@ -22,7 +22,7 @@ import numpy as np
 from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile, fit, load_profile
 
 __all__ = ["StepComposition", "StepTiming", "check_grid", "fit_profile", "kv_bytes_per_token", "parse_grid",
-           "prediction_errors", "step_composition", "write_profile"]
+           "median_run", "prediction_errors", "step_composition", "write_profile"]
 
 
 @dataclass(frozen=True)
@@ -181,3 +181,13 @@ def _num(v: float) -> float | int:
     if not math.isfinite(v):
         raise ValueError(f"measured step value must be finite, got {v!r}")
     return int(v) if v.is_integer() else v
+
+
+def median_run(runs: list[list[StepTiming]]) -> list[StepTiming]:
+    """Step-wise median of repeated runs that scheduled the same steps; else all their steps."""
+    same = all([s.composition for s in r] == [s.composition for s in runs[0]] for r in runs)
+    if len(runs) == 1 or not same:
+        return [s for r in runs for s in r]
+    wall = np.median([[s.seconds for s in r] for r in runs], axis=0)
+    cpu = np.median([[s.cpu_seconds for s in r] for r in runs], axis=0)
+    return [StepTiming(s.composition, float(w), s.end, float(c)) for s, w, c in zip(runs[0], wall, cpu)]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from andes.profiling import StepComposition, StepTiming, step_composition
+from andes.profiling import StepComposition, StepTiming, median_run, step_composition
 
 __all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "StepTiming", "step_composition"]
 
@@ -198,31 +198,42 @@ def engine_memory_fields(engine: InprocVllm) -> dict[str, int | float]:
 
 
 def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup: bool = True,
-                   log=lambda s: None) -> list[StepTiming]:
-    """Run every grid point through ``engine``; returns the measured steps of all runs.
+                   repeats: int = 1, log=lambda s: None) -> list[StepTiming]:
+    """Run every grid point through ``engine``; returns one measured step sequence per point.
 
     Each point submits ``batch`` requests of one prompt length at once and runs them to the
     end, so its steps cover prefill (chunked by the token budget), mixed and decode steps at
     contexts from the prompt length up. One warm-up run first is not recorded.
+
+    With ``repeats`` > 1 the whole grid is run that many times, round robin, and each step of a
+    point takes the median time of its repeats (a point's runs schedule the same steps). On a
+    shared host another process can slow every step of one run several-fold for seconds; the
+    round robin spreads a point's runs over time and the median keeps the unhurt ones.
     """
     import numpy as np
 
+    if repeats < 1:
+        raise ValueError(f"repeats: must be >= 1 (got {repeats})")
     rng = np.random.default_rng(seed)
     vocab = int(engine.vllm_config.model_config.get_vocab_size())
-    runs = [(grid.batches[0], grid.prompt_lens[0], "warmup")] if warmup else []
-    runs += [(b, p, "") for b in grid.batches for p in grid.prompt_lens]
-    measured: list[StepTiming] = []
-    for i, (b, p, tag) in enumerate(runs):
+    points = [(b, p) for b in grid.batches for p in grid.prompt_lens]
+    runs = [(grid.batches[0], grid.prompt_lens[0], -1)] if warmup else []
+    runs += [(b, p, k) for _ in range(repeats) for k, (b, p) in enumerate(points)]
+    per_point: list[list[list[StepTiming]]] = [[] for _ in points]
+    for i, (b, p, k) in enumerate(runs):
         first = len(engine.steps)
         for j in range(b):
             engine.add(f"p{i}-{j}", rng.integers(3, vocab, size=p).tolist(), grid.output_len)
         engine.run_until_done()
-        steps = engine.steps[first:]
-        if tag:
-            continue
+        if k >= 0:
+            per_point[k].append(engine.steps[first:])
+    measured: list[StepTiming] = []
+    for (b, p), runs_k in zip(points, per_point):
+        steps = median_run(runs_k)
         measured += steps
         dec = [s for s in steps if s.composition.prefill_tokens == 0]
         log(f"batch {b:4d} x prompt {p:6d}: {len(steps):4d} steps, decode median "
             f"{1e3 * float(np.median([s.seconds for s in dec])) if dec else math.nan:8.3f} ms wall, "
             f"{1e3 * float(np.median([s.cpu_seconds for s in dec])) if dec else math.nan:8.3f} ms CPU")
     return measured
+

@@ -8,7 +8,9 @@ import pytest
 
 from andes.benchmarks.fidelity import _learned, step_errors
 from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile, load_profile
-from andes.profiling import StepComposition, StepTiming, fit_profile, step_composition, write_profile
+from andes.profiling import (
+    StepComposition, StepTiming, fit_profile, median_run, step_composition, write_profile,
+)
 
 def _profile(scale: float = 1.0) -> LatencyProfile:
     base = dict(decode_base_s=0.004, decode_per_seq_s=4e-4, decode_per_ctx_token_s=2e-6,
@@ -77,3 +79,16 @@ def test_fit_profile_drops_stalled_steps_and_writes_a_loadable_profile(tmp_path)
     with pytest.raises(ValueError, match="batch sizes"):
         fit_profile([(4, 400, 0, 0.01), (4, 800, 0, 0.02), (0, 0, 8, 0.01), (0, 0, 16, 0.02)],
                     name="x", description="d", memory=MEMORY, sources=["s"])
+
+
+def test_median_run_takes_each_steps_median_over_repeats():
+    a, b = StepComposition(2, 80, 0, 2), StepComposition(0, 0, 64, 1)
+    runs = [[StepTiming(b, 0.05, 1.0, 0.04), StepTiming(a, 0.01, 1.1, 0.01)],
+            [StepTiming(b, 0.90, 2.0, 0.30), StepTiming(a, 0.30, 2.1, 0.20)],  # a stalled run
+            [StepTiming(b, 0.06, 3.0, 0.05), StepTiming(a, 0.02, 3.1, 0.02)]]
+    out = median_run(runs)
+    assert [s.composition for s in out] == [b, a]
+    assert [s.seconds for s in out] == [0.06, 0.02] and [s.cpu_seconds for s in out] == [0.05, 0.02]
+    # Runs that scheduled different steps are not aligned: all their steps are kept.
+    assert len(median_run([runs[0], runs[1][:1]])) == 3
+    assert median_run(runs[:1]) == runs[0]

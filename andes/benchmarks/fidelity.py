@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-batches", default="1,4,8")
     parser.add_argument("--profile-prompts", default="32,128,384")
     parser.add_argument("--profile-output", type=positive_int, default=16)
+    parser.add_argument("--profile-repeats", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/fidelity.json")
     args = parser.parse_args(argv)
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grid = VllmGrid(parse_grid(args.profile_batches, "--profile-batches"),
                             parse_grid(args.profile_prompts, "--profile-prompts"), args.profile_output)
             grid.check()
-            measured = measure_engine(engine, grid, seed=args.seed, log=print)
+            measured = measure_engine(engine, grid, seed=args.seed, repeats=args.profile_repeats, log=print)
             memory = engine_memory_fields(engine)
             for clock in ("wall", "cpu"):
                 rows = [m.row(clock) for m in measured]

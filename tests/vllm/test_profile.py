@@ -23,7 +23,8 @@ def test_profile_measures_the_engine_and_writes_a_loadable_profile(tiny_model_di
     env_before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
     rc = main(["profile", "--model", str(tiny_model_dir), "--batches", "1,3", "--prompt-lens", "8,40",
                "--output-len", "4", "--max-num-seqs", "4", "--max-num-batched-tokens", "64",
-               "--max-model-len", "256", "--kv-cache-mib", "16", "--name", "tiny-test", "--out", str(out)])
+               "--max-model-len", "256", "--kv-cache-mib", "16", "--name", "tiny-test", "--out", str(out),
+               "--repeats", "2"])
     assert rc == 0
     assert f"wrote {out}" in capsys.readouterr().out
     # The in-process engine leaves this process as it found it: later engines may spawn, and
@@ -46,7 +47,8 @@ def test_profile_measures_the_engine_and_writes_a_loadable_profile(tiny_model_di
     # contexts 9, 10, 11 for each of the three sequences.
     assert {(3, 27), (3, 30), (3, 33), (1, 9), (1, 41), (1, 43)} <= decode
     prefill = sorted(s[2] for s in steps if s[2] > 0)
-    assert sum(prefill) == 8 + 40 + 3 * 8 + 3 * 40  # every prompt token prefilled once
+    # Every prompt token prefilled once per point: the two repeats were merged step by step.
+    assert sum(prefill) == 8 + 40 + 3 * 8 + 3 * 40
     assert max(prefill) <= 64  # chunked by the token budget
 
 
