@@ -185,18 +185,21 @@ class _AndesMixin:
         return running, waiting
 
     def _needs_decision(self, running: list[Request], waiting: list[Request]) -> bool:
-        """False when every policy would keep everyone and admit everyone: skip the view."""
+        """False when every policy would keep everyone and admit everyone: skip the view.
+
+        Cheap tests first: under overload (more requests than seats) the answer is known
+        without a pass over the requests."""
+        if waiting and len(running) + len(waiting) > self.max_num_running_reqs:
+            return True
         free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        if not waiting and free >= 2 * len(running):
+            return False  # decoders grow by at most one block a step: nothing to decide
         bs = self.block_size
         # Growth of running requests this step (a decoder crosses at most one block boundary).
         grow = sum(max(next_step_blocks(r.num_tokens, bs) - -(-r.num_computed_tokens // bs), 0)
                    for r in running)
-        if grow > free:
-            return True
-        if not waiting:
-            return False
-        if len(running) + len(waiting) > self.max_num_running_reqs:
-            return True
+        if grow > free or not waiting:
+            return grow > free
         need = sum(next_step_blocks(r.num_tokens, bs) for r in waiting)
         return grow + need > free
 
@@ -311,6 +314,9 @@ class _AndesMixin:
                     track.on_tokens(len(out.new_token_ids), now)
                 if out.finish_reason is not None:
                     self._retire(out.request_id, track, str(out.finish_reason))
+        if len(self.tracks) > len(self.requests):  # a request left by a path we did not see
+            for rid in [rid for rid in self.tracks if rid not in self.requests]:
+                self._retire(rid, self.tracks[rid], "unknown")
         return outputs
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any):
