@@ -130,3 +130,15 @@ def test_front_door_validator_names_the_field():
         with pytest.raises(VLLMValidationError, match=f"^{field}:") as info:
             AndesExpectations.validate_params(SamplingParams(extra_args=extra))
         assert info.value.parameter == field
+
+
+def test_view_from_row_blocks_equals_view_of_all():
+    from andes.engines.vllm.mapping import request_rows, view_from_rows
+
+    reqs = [make_request(f"q{i}", 10 + 7 * i, float(i)) for i in range(5)]
+    tracks = [RequestTrack(1.0, 4.8, r.arrival_time, last_change=r.arrival_time) for r in reqs]
+    tracks[1].on_tokens(2, 3.0)
+    whole = build_view(reqs, tracks, 2, 16)
+    parts = view_from_rows(np.concatenate([request_rows(reqs[:2], tracks[:2]), request_rows(reqs[2:], tracks[2:])]), 2, 16)
+    for name in ("is_running", "arrival", "num_blocks", "last_digest", "num_output_tokens", "num_uncomputed"):
+        np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))

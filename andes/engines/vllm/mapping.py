@@ -23,7 +23,8 @@ from andes.engines.base import validate_expectations
 from andes.qoe import DigestState
 from andes.scheduler.base import SchedulerView
 
-__all__ = ["EXTRA_KEYS", "RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks"]
+__all__ = ["EXTRA_KEYS", "RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks",
+           "request_rows", "view_from_rows"]
 
 # Keys of ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP) that Andes reads.
 EXTRA_KEYS = ("ttft", "tds", "service_class")
@@ -97,23 +98,32 @@ def next_step_blocks(num_tokens: int, block_size: int) -> int:
     return -(-(num_tokens + 1) // block_size)
 
 
-def build_view(requests: Sequence[Any], tracks: Sequence[RequestTrack], num_running: int,
-               block_size: int) -> SchedulerView:
-    """The policy's view of ``requests`` (the first ``num_running`` of them hold KV now).
+def request_rows(requests: Sequence[Any], tracks: Sequence[RequestTrack]) -> np.ndarray:
+    """One float row per request: everything the view needs from it (see ``view_from_rows``).
 
-    One pass over the requests into one float matrix, then columns: a step with a few hundred
-    requests stays well under a millisecond.
+    A waiting request's row does not change while it waits, so the scheduler may keep the rows
+    of an unchanged waiting queue from one step to the next.
     """
     n = len(requests)
     if n == 0:
-        return SchedulerView.empty()
+        return np.zeros((0, _NUM_COLS))
     rows = [
         (tr.arrival, tr.ttft, tr.tds, tr.digest.last_digest, tr.digest.delay_area, tr.last_change,
          r.num_prompt_tokens, tr.digest.num_tokens, r.num_tokens, r.num_computed_tokens,
          r.num_preemptions)
         for r, tr in zip(requests, tracks)
     ]
-    m = np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=np.float64)
+
+
+_NUM_COLS = 11
+
+
+def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> SchedulerView:
+    """The policy's view of requests whose rows are ``m`` (the first ``num_running`` hold KV)."""
+    n = m.shape[0]
+    if n == 0:
+        return SchedulerView.empty()
     ints = m[:, 6:].astype(np.int64)
     is_running = np.arange(n) < num_running
     context = ints[:, 2]
@@ -135,3 +145,9 @@ def build_view(requests: Sequence[Any], tracks: Sequence[RequestTrack], num_runn
         remaining_tokens=np.full(n, math.nan),  # a real engine does not know output lengths
         num_uncomputed=uncomputed,
     )
+
+
+def build_view(requests: Sequence[Any], tracks: Sequence[RequestTrack], num_running: int,
+               block_size: int) -> SchedulerView:
+    """The policy's view of ``requests`` (the first ``num_running`` of them hold KV now)."""
+    return view_from_rows(request_rows(requests, tracks), num_running, block_size)

@@ -40,7 +40,8 @@ from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from andes.engines.vllm.mapping import RequestTrack, build_view, expectations_from_extra_args, next_step_blocks
+from andes.engines.vllm.mapping import (RequestTrack, expectations_from_extra_args, next_step_blocks, request_rows,
+                                       view_from_rows)
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
 from andes.latency import LatencyModel, load_profile
 from andes.latency_refit import OnlineRefit
@@ -90,6 +91,8 @@ class _AndesMixin:
         # (scheduled-at, decoders, context tokens, prefill tokens) of steps awaiting output.
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
+        self._waiting_key: list[str] = []
+        self._waiting_cache = request_rows([], [])
         logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
                     self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
 
@@ -179,6 +182,18 @@ class _AndesMixin:
         self._note_scheduled(output, now)
         return output
 
+    def _rows(self, requests: list[Request]) -> np.ndarray:
+        return request_rows(requests, [self.tracks[r.request_id] for r in requests])
+
+    def _waiting_rows(self, waiting: list[Request]) -> np.ndarray:
+        """Rows of the waiting requests, reused while the queue holds the same requests (a
+        waiting request's row changes only when it is admitted or preempted, which changes the
+        queue). Under overload this halves the work of building the view."""
+        key = [r.request_id for r in waiting]
+        if key != self._waiting_key:
+            self._waiting_key, self._waiting_cache = key, self._rows(waiting)
+        return self._waiting_cache
+
     def _candidates(self) -> tuple[list[Request], list[Request]]:
         running = list(self.running)
         waiting = [r for r in self.waiting if r.status in _SCHEDULABLE]
@@ -217,8 +232,8 @@ class _AndesMixin:
         if not (running or waiting) or not self._needs_decision(running, waiting):
             return held_bad
         cands = running + waiting
-        tracks = [self.tracks[r.request_id] for r in cands]
-        view = build_view(cands, tracks, len(running), self.block_size)
+        view = view_from_rows(np.concatenate([self._rows(running), self._waiting_rows(waiting)]),
+                              len(running), self.block_size)
         budget = Budget(
             num_gpu_blocks=self._num_blocks,
             max_num_seqs=int(self.max_num_running_reqs),
@@ -312,6 +327,9 @@ class _AndesMixin:
                     continue
                 if out.new_token_ids:
                     track.on_tokens(len(out.new_token_ids), now)
+                    req = self.requests.get(out.request_id)
+                    if req is not None and req.status != RequestStatus.RUNNING:
+                        self._waiting_key = []  # a preempted request's late token: rows changed
                 if out.finish_reason is not None:
                     self._retire(out.request_id, track, str(out.finish_reason))
         if len(self.tracks) > len(self.requests):  # a request left by a path we did not see
