@@ -16,7 +16,7 @@ Two measurements per mode:
    serving path and not the modelled engine is the limit; tokens/s received by the clients in
    a window after a warm-up. With ``max_tokens_per_event`` 16 (tokens a stream has ready leave
    together) and, for contrast, 1.
-2. added delay: N streams paced at 1000/``--paced-step-ms`` tokens/s (a flat decode step);
+2. added delay: N streams (50, 100, 200) paced at 1000/``--paced-step-ms`` tokens/s (a flat decode step);
    each stream asks for ``stream_options.include_engine_time``, so every chunk carries the
    engine's ``time.monotonic()`` when its tokens were ready; the client's receive time minus
    that, per event, p50/p99 (same host, same clock). ``engine`` mode: receive time minus
@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,8 +55,8 @@ from andes.benchmarks.report import format_table, json_ready, write_json
 __all__ = ["MODES", "Sample", "add_arguments", "flat_profile", "main", "run", "summarise"]
 
 MODES = ("engine", "uvicorn", "proxy", "direct")
-THROUGHPUT_COLUMNS = ("mode", "streams", "tokens_per_event_max", "tokens_per_s", "events_per_s",
-                      "mean_tokens_per_event", "streams_done", "errors", "client_cpu", "server_cpu",
+THROUGHPUT_COLUMNS = ("mode", "streams", "tokens_per_event_max", "tokens_per_s", "stream_tokens_per_s",
+                      "events_per_s", "mean_tokens_per_event", "streams_done", "errors", "client_cpu", "server_cpu",
                       "load_1m")
 PACED_COLUMNS = ("mode", "streams", "tokens_per_s", "delay_p50_ms", "delay_p99_ms", "delay_max_ms",
                  "share_multi_token_events", "events", "errors", "client_cpu", "server_cpu", "load_1m")
@@ -229,7 +230,7 @@ class Settings:
     modes: tuple[str, ...] = MODES
     streams: tuple[int, ...] = (50, 100, 200)
     contrast_streams: tuple[int, ...] = (200,)
-    paced_streams: int = 200
+    paced_streams: tuple[int, ...] = (50, 100, 200)
     fast_step_ms: float = 5.0
     paced_step_ms: float = 50.0
     warmup_s: float = 3.0
@@ -253,15 +254,19 @@ async def measure(num_streams: int, make_fn: Callable[[httpx.AsyncClient | None]
         fn = make_fn(client)
         loop_task = asyncio.create_task(closed_loop(num_streams, fn, sample, ramp_s=s.warmup_s, until=end))
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        cpu0, srv0, wall0 = time.process_time(), tree_cpu_seconds(server_pid) if server_pid else math.nan, time.monotonic()
+        server_cpu = (lambda: tree_cpu_seconds(server_pid)) if server_pid else (lambda: math.nan)
+        cpu0, srv0, wall0 = time.process_time(), server_cpu(), time.monotonic()
         await loop_task
         wall = time.monotonic() - wall0
-        cpu1, srv1 = time.process_time(), tree_cpu_seconds(server_pid) if server_pid else math.nan
+        cpu1, srv1 = time.process_time(), server_cpu()
     finally:
         if client is not None:
             await client.aclose()
     out = summarise(sample, start, end)
-    out.update({"streams": num_streams, "client_cpu": (cpu1 - cpu0) / wall,
+    # Per stream: with one token per event this is the engine's achieved step rate, which
+    # falls below the profile's when serving work on the engine's event loop stretches steps.
+    out.update({"streams": num_streams, "stream_tokens_per_s": out["tokens_per_s"] / num_streams,
+                "client_cpu": (cpu1 - cpu0) / wall,
                 "server_cpu": (srv1 - srv0) / wall if server_pid else math.nan,
                 "load_1m": os.getloadavg()[0]})
     if not http:  # engine mode: the engine is in the client process
@@ -282,7 +287,7 @@ async def _run_mode(mode: str, s: Settings, profiles: dict[str, str], workdir: P
         "uvicorn" if mode == "uvicorn" else "ray", workdir / mode, direct=mode == "direct")
     fast_tds, paced_tds = 1000.0 / s.fast_step_ms, 1000.0 / s.paced_step_ms
     plan = [("throughput", profiles["fast"], s.max_tokens_per_event, s.streams),
-            ("paced", profiles["paced"], s.max_tokens_per_event, (s.paced_streams,)),
+            ("paced", profiles["paced"], s.max_tokens_per_event, s.paced_streams),
             ("throughput", profiles["fast"], 1, s.contrast_streams)]
     try:
         for kind, profile, per_event, levels in plan:
@@ -306,9 +311,11 @@ async def _run_mode(mode: str, s: Settings, profiles: dict[str, str], workdir: P
                 max_tokens = s.throughput_max_tokens if kind == "throughput" else s.paced_max_tokens
                 tds = fast_tds if kind == "throughput" else paced_tds
                 if server is None:
-                    make = lambda _c, mt=max_tokens, t=tds: engine_stream_fn(host, mt, per_event, t)
+                    def make(_c, h=host, mt=max_tokens, pe=per_event, t=tds):
+                        return engine_stream_fn(h, mt, pe, t)
                 else:
-                    make = lambda c, mt=max_tokens, t=tds: http_stream_fn(c, url, mt, t)
+                    def make(c, u=url, mt=max_tokens, t=tds):
+                        return http_stream_fn(c, u, mt, t)
                 duration = s.duration_s if kind == "throughput" else s.paced_duration_s
                 record = await measure(n, make, s, duration, server_pid, http=server is not None)
                 step_ms = s.fast_step_ms if kind == "throughput" else s.paced_step_ms
@@ -347,7 +354,7 @@ def _target_values(throughput: list[dict], paced: list[dict], s: Settings) -> di
 
 def _uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(["uptime"], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return f"load average {os.getloadavg()}"
 
@@ -402,7 +409,8 @@ def run(s: Settings, out_dir: Path, *, plot: bool = False) -> dict[str, Any]:
     print()
     for key, t in result["targets"].items():
         value = "-" if t["value"] is None else f"{t['value']:.1f}"
-        print(f"target {key}: {value} (target {t['target']}) {'met' if t['met'] else 'MISSED' if t['met'] is False else 'not measured'}")
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        print(f"target {key}: {value} (target {t['target']}) {verdict}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "gateway_stream.json", result)
     if plot:
@@ -418,6 +426,7 @@ def plot_result(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {m: f"C{i}" for i, m in enumerate(MODES)}
     rows = result["throughput"]
     for mode in dict.fromkeys(r["mode"] for r in rows):
         for per_event in sorted({r["tokens_per_event_max"] for r in rows}):
@@ -425,7 +434,8 @@ def plot_result(result: dict[str, Any], path: Path) -> None:
                          if r["mode"] == mode and r["tokens_per_event_max"] == per_event)
             if pts:
                 xs, ys = zip(*pts)
-                ax1.plot(xs, ys, "-o" if per_event > 1 else "--x", label=f"{mode}, <= {per_event} tok/event")
+                ax1.plot(xs, ys, "-o" if per_event > 1 else "x", color=colors.get(mode), ms=7,
+                         label=f"{mode}, <= {per_event} tok/event")
     ax1.axhline(5000, color="grey", lw=0.8, ls=":")
     ax1.set_xlabel("concurrent streams")
     ax1.set_ylabel("tokens/s received")
@@ -433,15 +443,19 @@ def plot_result(result: dict[str, Any], path: Path) -> None:
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3)
     paced = result["paced"]
-    modes = [r["mode"] for r in paced]
-    x = np.arange(len(paced))
-    ax2.bar(x - 0.2, [r.get("delay_p50_ms", 0) for r in paced], 0.4, label="p50")
-    ax2.bar(x + 0.2, [r.get("delay_p99_ms", 0) for r in paced], 0.4, label="p99")
-    ax2.set_xticks(x, modes)
+    for mode in dict.fromkeys(r["mode"] for r in paced):
+        pts = sorted((r["streams"], r.get("delay_p50_ms"), r.get("delay_p99_ms")) for r in paced if r["mode"] == mode)
+        xs, p50, p99 = zip(*pts)
+        ax2.plot(xs, p99, "-o", color=colors.get(mode), label=f"{mode} p99")
+        ax2.plot(xs, p50, ":", color=colors.get(mode), label=f"{mode} p50")
+    for y in (30, 100):
+        ax2.axhline(y, color="grey", lw=0.8, ls=":")
+    ax2.set_xlabel("concurrent streams")
     ax2.set_ylabel("added delay per event (ms)")
-    ax2.set_title(f"{paced[0]['streams'] if paced else ''} streams paced")
-    ax2.legend()
-    ax2.grid(alpha=0.3, axis="y")
+    ax2.set_yscale("log")
+    ax2.set_title(f"paced at {1000 / result['settings']['paced_step_ms']:g} tokens/s per stream")
+    ax2.legend(fontsize=7, ncol=2)
+    ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -476,7 +490,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", type=_ints, default=d.streams, help="throughput levels (concurrent streams)")
     parser.add_argument("--contrast-streams", type=_ints_or_none, default=d.contrast_streams,
                         help="levels measured again with 1 token per event ('none' to skip)")
-    parser.add_argument("--paced-streams", type=positive_int, default=d.paced_streams)
+    parser.add_argument("--paced-streams", type=_ints, default=d.paced_streams,
+                        help="paced levels (concurrent streams)")
     parser.add_argument("--fast-step-ms", type=_positive_float, default=d.fast_step_ms)
     parser.add_argument("--paced-step-ms", type=_positive_float, default=d.paced_step_ms)
     parser.add_argument("--warmup", type=_positive_float, default=d.warmup_s, help="seconds before each window")
