@@ -16,7 +16,8 @@ Two kinds, both started by ``ServerProcess.start`` and reconfigured between meas
 The parent talks to a Ray child through pipes: one JSON line per deploy on its stdin, one
 ``@@ {...}`` line back on its stdout; closing stdin shuts Serve and Ray down. Every child leads
 its own session (process group) and is stopped by its PID: SIGINT / stdin EOF first, then
-SIGTERM and SIGKILL to its process group, never anything by name.
+SIGTERM and SIGKILL to its process group, never anything by name (Ray's workers run in
+sessions of their own and exit with the raylet that the child started).
 
 Run as a module, this file is the child: ``python -m andes.benchmarks.gateway_servers
 {uvicorn,ray} ...`` (the benchmark starts it; it is not meant to be run by hand).
@@ -40,7 +41,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "tree_cpu_seconds", "serve_config"]
+__all__ = ["ServerProcess", "free_port", "serve_config", "tree_cpu_seconds"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = REPO_ROOT / "deployments" / "andes.yaml"
@@ -145,7 +146,7 @@ class ServerProcess:
     start_timeout_s: float = 120.0
     process: subprocess.Popen | None = None
     url: str | None = None
-    _lines: "queue.Queue[str]" = field(default_factory=queue.Queue)
+    _lines: queue.Queue[str] = field(default_factory=queue.Queue)
     _log: Any = None
 
     @property
