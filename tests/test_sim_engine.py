@@ -282,3 +282,33 @@ def test_output_clipped_by_the_context_limit_ends_with_length():
         check_stream(events, 34, "length")
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- a busy serving loop
+def test_a_busy_consumer_gets_tokens_together_and_the_engine_keeps_its_modelled_pace():
+    """Serving each event costs 3 modelled steps of loop time: the engine must not slow down
+    (overdue steps run back to back) and the host must hand the queued tokens over together."""
+    from andes.serve.host import EngineHost
+
+    clk = VirtualClock()
+    host = EngineHost({"policy": {"name": "fcfs"}}, clock=clk, sleep=clk.sleep)
+    host.engine.max_burst_s = math.inf  # only the serving cost moves this clock between yields
+
+    async def run():
+        events = []
+        req = dict(request_id="r", ttft=1.0, tds=4.8, max_tokens=60, num_prompt_tokens=8,
+                   output_tokens=60)
+        step = None
+        async for event in host.generate(req, max_tokens_per_event=16):
+            events.append(event)
+            step = step or host.engine.stats().step_time_s
+            clk.now += 3 * step  # the loop is busy serving this event
+        return events, step
+
+    events, step = asyncio.run(run())
+    check_stream(events, 60, "length")
+    tokens = [e for e in events if e.token_ids]
+    assert sum(len(e.token_ids) for e in tokens) / len(tokens) > 2.0  # coalesced
+    # The token timeline advanced by modelled steps, not by steps plus serving time.
+    span = tokens[-1].time - tokens[0].time
+    assert span == pytest.approx(59 * step, rel=0.25)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable, Hashable
@@ -71,6 +72,8 @@ class SimEngine:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         default_output_tokens: int = 256,
+        max_lag_s: float = 1.0,
+        max_burst_s: float = 0.05,
     ) -> None:
         self.core = SimCore(policy, latency)
         self.clock = clock
@@ -81,6 +84,9 @@ class SimEngine:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._step_ewma = 0.0
+        self._newest_arrival = -math.inf
+        self.max_lag_s = max_lag_s
+        self.max_burst_s = max_burst_s
         self._ids = itertools.count()
 
     # -- the engine interface -------------------------------------------------------------------
@@ -95,6 +101,7 @@ class SimEngine:
         prompt_tokens = request.num_prompt_tokens or max(1, len((request.prompt or "").split()))
         output = min(request.output_tokens or request.max_tokens, request.max_tokens)
         arrival = self.clock() if request.arrival is None else request.arrival
+        self._newest_arrival = max(self._newest_arrival, arrival)
         slot = self.core.add_request(arrival, prompt_tokens, output, request.ttft, request.tds)
         # "stop": the modelled output ended by itself; "length": max_tokens or the context
         # limit cut it (the core clips outputs that would not fit).
@@ -167,13 +174,30 @@ class SimEngine:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        # Steps follow one absolute timeline, like a GPU that never waits for its consumers: if
+        # the event loop was busy (serving the streams) past a step's end, the overdue steps run
+        # back to back without yielding, so their tokens queue for the consumers, who then take
+        # them together (one event, one message through the serving path). A
+        # timeline restarted at every wake-up would instead stretch each step by the loop's
+        # delay, and the serving path's cost would slow the engine itself. Lag beyond
+        # ``max_lag_s`` is forgiven: an overloaded host then runs the engine slower than modelled.
+        t = last_yield = self.clock()
         try:
             while self.core.has_work:
-                start = self.clock()
-                result = self.core.step(start)
-                await self._sleep(max(0.0, start + result.duration - self.clock()))
+                now = self.clock()
+                if now - t > self.max_lag_s:
+                    t = now
+                t = max(t, self._newest_arrival)  # no step before a request it may admit arrived
+                result = self.core.step(t)
+                t += result.duration
+                now = self.clock()
+                if t >= now or now - last_yield > self.max_burst_s:
+                    # Ahead of the timeline: wait for the step's end. Behind it: run the next
+                    # step at once, but let the loop serve its other tasks every max_burst_s.
+                    await self._sleep(max(0.0, t - now))
+                    last_yield = self.clock()
                 self._step_ewma = 0.9 * self._step_ewma + 0.1 * result.duration if self._step_ewma else result.duration
-                self._publish(result, start + result.duration)
+                self._publish(result, t)
         except Exception as exc:  # a bug must not leave streams hanging: end them with an error
             for stream in list(self._streams.values()):
                 self._close(stream, "error", self.clock(), error=f"engine failure: {exc!r}")
