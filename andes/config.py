@@ -67,6 +67,9 @@ class VllmSettings(_Strict):
     """Tokens per engine step; ``None``: vLLM's default."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tensor_parallel_size: int = Field(1, ge=1, le=64)
+    stream_interval: int = Field(1, ge=1, le=256)
+    """Tokens per streamed delta after the first (vLLM's ``stream_interval``): each event is a
+    message through Serve, so a few tokens per event multiply what a replica can stream."""
     cpu_threads: int | None = Field(None, ge=1, le=4096)
     """CPU: cores for this engine's threads; replicas on a node get disjoint cores by rank.
     ``None``: the node's cores shared out among the deployment's replicas."""

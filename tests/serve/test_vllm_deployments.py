@@ -24,7 +24,7 @@ def engine_deployment(name: str) -> tuple[dict, dict]:
 
 
 def test_vllm_cpu_file_validates_and_pins_one_core_per_replica():
-    app, engine = engine_deployment("andes-vllm-cpu.yaml")
+    _, engine = engine_deployment("andes-vllm-cpu.yaml")
     replica = load_config(ReplicaConfig, engine["user_config"], where="user_config")
     vllm = replica.engine.vllm
     assert replica.engine.kind == "vllm" and vllm.device == "cpu" and vllm.scheduler == "andes"
@@ -34,7 +34,7 @@ def test_vllm_cpu_file_validates_and_pins_one_core_per_replica():
 
 
 def test_gpu_file_validates_with_one_gpu_per_replica():
-    app, engine = engine_deployment("andes-gpu.yaml")
+    _, engine = engine_deployment("andes-gpu.yaml")
     replica = load_config(ReplicaConfig, engine["user_config"], where="user_config")
     assert replica.engine.kind == "vllm" and replica.engine.vllm.device == "cuda"
     assert replica.engine.vllm.kv_cache_bytes is None  # sized from GPU memory there

@@ -21,9 +21,9 @@ pytest.importorskip("vllm", reason="the real-engine tests need the 'cpu' extra (
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.vllm
 
-from ray import serve  # noqa: E402
-from ray.serve._private.api import serve_start  # noqa: E402  (what `serve run config.yaml` calls)
-from ray.serve.schema import ServeDeploySchema  # noqa: E402
+from ray import serve
+from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
+from ray.serve.schema import ServeDeploySchema
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes-vllm-cpu.yaml"
 

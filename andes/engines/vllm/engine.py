@@ -25,7 +25,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Hashable, Sequence
+from typing import Any, AsyncIterator, Callable, Hashable
 
 import numpy as np
 from vllm import SamplingParams
@@ -155,6 +155,7 @@ class VllmEngine:
             kv_cache_memory_bytes=settings.kv_cache_bytes,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
+            stream_interval=settings.stream_interval,
             enforce_eager=eager,
             scheduler_cls=SCHEDULER_CLASSES[settings.scheduler],
             additional_config={"andes": {"policy": (policy or PolicyConfig()).model_dump(),
@@ -240,25 +241,16 @@ class VllmEngine:
         await asyncio.gather(stream.task, return_exceptions=True)
 
     def stats(self) -> EngineStats:
-        """Counters as of the last engine step (or the last ``refresh_stats``)."""
+        """Counters as of the last engine step (or the last ``refresh_stats``); cheap."""
         exact = self._exact
+        if not self._streams:
+            # Every request enters through this adapter, so with none open the engine holds none
+            # (it may not step again after the last abort to say so itself).
+            return self._stats_with(0, 0, self.num_total_blocks)
         if exact is not None:
-            running, waiting, free = exact["num_running"], exact["num_waiting"], exact["num_free_blocks"]
-        else:
-            running, waiting = self._num_running, self._num_waiting
-            free = round((1.0 - self._kv_usage) * self.num_total_blocks)
-        return EngineStats(
-            num_running=running,
-            num_waiting=waiting,
-            num_swapped=0,  # vLLM preempts by recompute: a preempted request waits again
-            num_free_blocks=int(free),
-            num_total_blocks=self.num_total_blocks,
-            step_time_s=self._step_ewma,
-            num_steps=self._num_steps,
-            num_preemptions=self._num_preemptions,
-            num_finished=self._num_finished,
-            policy=self.policy_name,
-        )
+            return self._stats_with(exact["num_running"], exact["num_waiting"], exact["num_free_blocks"])
+        free = round((1.0 - self._kv_usage) * self.num_total_blocks)
+        return self._stats_with(self._num_running, self._num_waiting, free)
 
     async def refresh_stats(self) -> EngineStats:
         """``stats`` with running/waiting/free-block counts read from the scheduler now.
@@ -266,8 +258,8 @@ class VllmEngine:
         Per-step counters only change when the engine steps; after an abort of the last
         request it may not step again, so tests and drains ask the scheduler directly.
         """
-        self._exact = await self.scheduler_stats()
-        return self.stats()
+        exact = self._exact = await self.scheduler_stats()
+        return self._stats_with(exact["num_running"], exact["num_waiting"], exact["num_free_blocks"])
 
     async def scheduler_stats(self, include_requests: bool = False) -> dict[str, Any]:
         """The scheduler's own report, read in the engine process between two steps.
@@ -365,6 +357,20 @@ class VllmEngine:
         if self._closed:
             raise RuntimeError("engine: shut down")
         self._llm._run_output_handler()
+
+    def _stats_with(self, running: int, waiting: int, free: int) -> EngineStats:
+        return EngineStats(
+            num_running=int(running),
+            num_waiting=int(waiting),
+            num_swapped=0,  # vLLM preempts by recompute: a preempted request waits again
+            num_free_blocks=int(free),
+            num_total_blocks=self.num_total_blocks,
+            step_time_s=self._step_ewma,
+            num_steps=self._num_steps,
+            num_preemptions=self._num_preemptions,
+            num_finished=self._num_finished,
+            policy=self.policy_name,
+        )
 
     def _sampling_params(self, request: EngineRequest, max_tokens: int) -> SamplingParams:
         unknown = sorted(set(request.sampling) - SAMPLING_KEYS)

@@ -1,0 +1,21 @@
+"""The closed loop of bench/vllm_serve.py (the engines themselves run in the bench, not here)."""
+
+import asyncio
+
+import pytest
+
+from andes.benchmarks.vllm_serve import closed_loop
+
+
+def test_closed_loop_counts_tokens_of_streams_ending_inside_the_window():
+    async def one(i: int) -> int:
+        await asyncio.sleep(0.05)
+        if i == 3:
+            raise RuntimeError("a failed stream")
+        return 10
+
+    result = asyncio.run(closed_loop(4, one, warmup_s=0.1, window_s=0.5))
+    # 4 lanes, one stream per 50 ms each: about 40 streams of 10 tokens end in the 0.5 s window.
+    assert 30 <= result["streams_done"] <= 44
+    assert result["tokens_per_s"] == pytest.approx(result["streams_done"] * 10 / 0.5)
+    assert result["errors"] == 1 and result["mean_tokens_per_stream"] == 10
