@@ -151,6 +151,25 @@ def test_bad_per_request_values_rejected_with_the_field_named(llm):
     assert sched.counters.num_rejected >= 1
 
 
+class BrokenPolicy:
+    name = "broken"
+
+    def decide(self, view, budget, latency, now):
+        raise RuntimeError("policy bug")
+
+
+def test_a_failing_policy_never_stops_the_engine(llm):
+    sched = scheduler_of(llm)
+    sched.set_policy(BrokenPolicy())
+    errors = sched.counters.num_policy_errors
+    prompts, _ = burst(6)
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    outs = generate(llm, prompts, [params] * 6)  # more requests than seats: the policy is asked
+    assert [len(t) for t in outs] == [12] * 6  # vLLM's own order served everyone
+    assert sched.counters.num_policy_errors > errors
+    assert len(sched.waiting) == len(sched.running) == 0 and not sched._set_aside
+
+
 def test_sync_scheduler_variant_gives_the_same_outputs(llm, tiny_model_dir):
     prompts, params = burst(4)
     scheduler_of(llm).set_policy(make_policy("fcfs"))

@@ -92,6 +92,7 @@ class _AndesMixin:
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
         self._waiting_key: list[str] = []
+        self._set_aside: list[Request] = []  # waiting requests hidden from this step's stock loop
         self._waiting_cache = request_rows([], [])
         logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
                     self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
@@ -159,10 +160,9 @@ class _AndesMixin:
     def schedule(self, *args: Any, **kwargs: Any):
         """Apply the policy, then let vLLM's stock loop schedule what it admitted."""
         now = time.time()
-        held: list[Request] = []
         t0 = time.perf_counter()
         try:
-            held = self._apply_policy(now)
+            self._apply_policy(now)
         except Exception:  # a policy bug must not take the engine down: stock order this step
             self.counters.num_policy_errors += 1
             logger.exception("Andes scheduler: policy %s failed; this step runs vLLM's own order",
@@ -170,9 +170,10 @@ class _AndesMixin:
         spent = time.perf_counter() - t0
         try:
             output = super().schedule(*args, **kwargs)
-        finally:
-            if held:
-                self.waiting.extend(held)
+        finally:  # whatever happened, requests set aside go back to the queue
+            if self._set_aside:
+                self.waiting.extend(self._set_aside)
+                self._set_aside = []
         c = self.counters
         c.num_steps += 1
         c.policy_seconds_total += spent
@@ -218,19 +219,18 @@ class _AndesMixin:
         need = sum(next_step_blocks(r.num_tokens, bs) for r in waiting)
         return grow + need > free
 
-    def _apply_policy(self, now: float) -> list[Request]:
-        """Preempt, reorder and filter per the policy; returns the waiting requests set aside."""
+    def _apply_policy(self, now: float) -> None:
+        """Preempt, reorder and filter per the policy. Waiting requests the stock loop must not
+        see this step go to ``self._set_aside`` (``schedule`` puts them back, even on error)."""
         rejected = self.grammar_compile_error_reqs
         if rejected:  # failed requests never reach the model, whatever the policy says
+            self._set_aside = [r for r in self.waiting if r.request_id in rejected]
             keep = [r for r in self.waiting if r.request_id not in rejected]
-            held_bad = [r for r in self.waiting if r.request_id in rejected]
             self.waiting.clear()
             self.waiting.extend(keep)
-        else:
-            held_bad = []
         running, waiting = self._candidates()
         if not (running or waiting) or not self._needs_decision(running, waiting):
-            return held_bad
+            return
         cands = running + waiting
         view = view_from_rows(np.concatenate([self._rows(running), self._waiting_rows(waiting)]),
                               len(running), self.block_size)
@@ -264,7 +264,7 @@ class _AndesMixin:
         self.running = ranked
         admitted = [cands[i] for i in run if i >= n_run]
         if len(admitted) == len(waiting) and not victims:
-            return held_bad  # everyone admitted: the queue stays as it is
+            return  # everyone admitted: the queue stays as it is
         # The stock loop sees the admitted requests, in the policy's order, then requests the
         # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
         admitted_ids = set(map(id, admitted))
@@ -274,10 +274,10 @@ class _AndesMixin:
             if id(r) in admitted_ids:
                 continue
             (held if id(r) in cand_ids else others).append(r)
+        self._set_aside.extend(held)
         self.waiting.clear()
         self.waiting.extend(admitted)
         self.waiting.extend(others)
-        return held + held_bad
 
     def _note_scheduled(self, output: Any, now: float) -> None:
         """Admissions for the tracks; the step's composition for the latency refit."""
