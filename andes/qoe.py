@@ -28,10 +28,12 @@ __all__ = [
     "DigestState",
     "RequestOutcome",
     "ServiceSummary",
+    "delivered_tds",
     "digest_times",
     "expected_area",
     "final_qoe_with",
     "live_qoe",
+    "measured_ttft",
     "project_qoe",
     "qoe",
     "qoe_from_state",
@@ -347,15 +349,25 @@ class RequestOutcome:
     @property
     def measured_ttft(self) -> float:
         """Seconds from arrival to the first token (NaN if none came)."""
-        return float(self.token_times[0]) if self.token_times.size else math.nan
+        return measured_ttft(self.token_times)
 
     @property
     def delivered_tds(self) -> float:
         """Tokens/s between the first and the last token (NaN with fewer than two tokens)."""
-        t = self.token_times
-        if t.size < 2 or t[-1] <= t[0]:
-            return math.nan
-        return float((t.size - 1) / (t[-1] - t[0]))
+        return delivered_tds(self.token_times)
+
+
+def measured_ttft(token_times: np.ndarray) -> float:
+    """Seconds from arrival to the first token (NaN if none came)."""
+    return float(token_times[0]) if token_times.size else math.nan
+
+
+def delivered_tds(token_times: np.ndarray) -> float:
+    """Tokens/s between the first and the last token (NaN with fewer than two tokens)."""
+    t = token_times
+    if t.size < 2 or t[-1] <= t[0]:
+        return math.nan
+    return float((t.size - 1) / (t[-1] - t[0]))
 
 
 @dataclass(frozen=True)

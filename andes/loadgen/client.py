@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from andes.qoe import RequestOutcome, live_qoe, qoe
+from andes.qoe import RequestOutcome, delivered_tds, live_qoe, measured_ttft, qoe
 from andes.workload import TraceRequest
 
 __all__ = ["StreamMeter", "StreamOutcome", "prompt_text", "request_body", "split_tokens"]
@@ -88,12 +88,11 @@ class StreamOutcome:
 
     @property
     def measured_ttft(self) -> float:
-        return float(self.token_times[0]) if self.token_times.size else math.nan
+        return measured_ttft(self.token_times)
 
     @property
     def delivered_tds(self) -> float:
-        t = self.token_times
-        return float((t.size - 1) / (t[-1] - t[0])) if t.size > 1 and t[-1] > t[0] else math.nan
+        return delivered_tds(self.token_times)
 
     @property
     def server_qoe(self) -> float:
