@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from andes.loadgen.serve_proc import free_port
+
 __all__ = ["ServerProcess", "free_port", "serve_config", "tree_cpu_seconds"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,13 +50,6 @@ CONFIG_FILE = REPO_ROOT / "deployments" / "andes.yaml"
 APP_NAME = "andes"
 _PROTOCOL_PREFIX = "@@ "
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _free_range(size: int) -> int:

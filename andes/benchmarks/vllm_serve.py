@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import yaml
 
 from andes.benchmarks.args import positive_int
 from andes.benchmarks.report import format_table, write_json
+from andes.loadgen.serve_proc import free_port
 
 __all__ = ["main", "run"]
 
@@ -105,12 +105,6 @@ def engine_stream(engine: Any, args: argparse.Namespace) -> StreamFn:
     return one
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def start_serve(config: dict[str, Any]) -> tuple[str, float]:
     """Ray (local) and the app; returns the completions URL once the app runs."""
     import ray
@@ -118,7 +112,7 @@ async def start_serve(config: dict[str, Any]) -> tuple[str, float]:
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    port = _free_port()
+    port = free_port()
     began = time.monotonic()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     client = serve_start(http_options={"host": "127.0.0.1", "port": port})

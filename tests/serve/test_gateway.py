@@ -10,7 +10,6 @@ are the app's.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from dataclasses import dataclass
 
@@ -26,15 +25,10 @@ from ray.serve._private.api import serve_start  # what `serve run config.yaml` c
 from ray.serve.schema import ServeDeploySchema
 
 from andes.engines.sim_engine import make_text
+from andes.loadgen.serve_proc import free_port
 
 APP = "andes"
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -13,13 +12,8 @@ import pytest
 import uvicorn
 
 from andes.engines.sim_engine import make_text
+from andes.loadgen.serve_proc import free_port
 from andes.serve.local import make_local_app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,10 @@ from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
 from andes.config import ServeConfig, load_config
+from andes.loadgen.serve_proc import free_port
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 OPEN_TOKENS = 3000  # streams that outlive the test unless closed (about 25 ms per token)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def deploy(client, num_replicas: int) -> None:

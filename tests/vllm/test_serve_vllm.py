@@ -9,7 +9,6 @@ replica shut its engine down.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -25,13 +24,9 @@ from ray import serve
 from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
 from ray.serve.schema import ServeDeploySchema
 
+from andes.loadgen.serve_proc import free_port
+
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes-vllm-cpu.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_running(app: str, timeout_s: float) -> None:

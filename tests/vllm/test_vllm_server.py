@@ -11,24 +11,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from andes.loadgen.serve_proc import free_port
+
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
 START_TIMEOUT_S = 600.0  # cold start on a busy 2-core box (model load, warm-up)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
