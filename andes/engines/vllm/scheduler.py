@@ -103,7 +103,6 @@ class _AndesMixin:
 
     def _engine_latency_model(self, base: LatencyModel) -> LatencyModel:
         """``base``'s time coefficients with this engine's real memory and batch limits."""
-        sc = self.scheduler_config
         prof = dataclasses.replace(
             base.profile,
             name=f"{base.profile.name}@vllm",
