@@ -13,12 +13,11 @@ from typing import Any, Literal, Mapping, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from andes.engines.base import MAX_TDS, MAX_TTFT_S
+from andes.expectations import ExpectationRules
 from andes.latency import DEFAULT_PROFILE, LatencyModel, load_profile
-from andes.scheduler import AndesConfig, Policy, make_policy
+from andes.scheduler import AndesConfig, Policy, PolicyName, make_policy
 
 __all__ = [
-    "AndesSettings",
     "ConfigError",
     "EngineConfig",
     "GatewayConfig",
@@ -26,7 +25,6 @@ __all__ = [
     "ReplicaConfig",
     "RouterConfig",
     "ServeConfig",
-    "ServiceClassConfig",
     "VllmSettings",
     "load_config",
 ]
@@ -121,30 +119,11 @@ class EngineConfig(_Strict):
         return load_profile(self.profile)
 
 
-class AndesSettings(_Strict):
-    """Knobs of the Andes policy (``andes.scheduler.AndesConfig``, same names and defaults)."""
-
-    objective: Literal["avg", "min", "count"] = "avg"
-    horizon_s: float = Field(10.0, gt=0, le=3600)
-    solve_every: int = Field(10, ge=1)
-    pressure_threshold: float = Field(0.9, ge=0, le=1)
-    running_bonus: float = Field(0.1, ge=0)
-    max_preemptions_per_request: float = Field(1.0, ge=0, allow_inf_nan=True)
-    """Cap on average preemptions per request; ``.inf`` disables it."""
-    refiner: bool = True
-    qoe_threshold: float = Field(0.95, ge=0, le=1)
-    num_batch_sizes: int = Field(8, ge=1)
-
-    def to_andes_config(self) -> AndesConfig:
-        """The scheduler's own config object."""
-        return AndesConfig(**self.model_dump())
-
-
 class PolicyConfig(_Strict):
     """Which scheduling policy the engine runs (switchable at runtime)."""
 
-    name: Literal["fcfs", "round_robin", "lqf", "andes"] = "andes"
-    andes: AndesSettings = AndesSettings()
+    name: PolicyName = "andes"
+    andes: AndesConfig = AndesConfig()
     """Used when ``name`` is ``andes``."""
     round_robin_quantum_s: float = Field(10.0, gt=0)
     """Used when ``name`` is ``round_robin``: decode time a request gets before yielding."""
@@ -165,22 +144,12 @@ class ReplicaConfig(_Strict):
     policy: PolicyConfig = PolicyConfig()
 
 
-class ServiceClassConfig(_Strict):
-    """Default expectations of one service class (spec section 1)."""
+class GatewayConfig(_Strict, ExpectationRules):
+    """What the OpenAI-compatible gateway serves and accepts.
 
-    tds: float = Field(gt=0, le=MAX_TDS)
-    """Tokens/s the reader (or voice) digests."""
-    ttft: float | None = Field(None, gt=0, le=MAX_TTFT_S)
-    """Expected time to first token; ``None``: ``max(1, prompt_tokens / 5000)`` s."""
-
-
-def _default_classes() -> dict[str, ServiceClassConfig]:
-    # Reading about 4.8 tokens/s, listening (text-to-speech) about 3.3 (spec section 1).
-    return {"text": ServiceClassConfig(tds=4.8), "voice": ServiceClassConfig(tds=3.3)}
-
-
-class GatewayConfig(_Strict):
-    """What the OpenAI-compatible gateway serves and accepts."""
+    Its service classes (``default_service_class``, ``service_classes``) are
+    ``andes.expectations.ExpectationRules``: the defaults of requests without ``ttft``/``tds``.
+    """
 
     model_name: str = Field("andes-sim", min_length=1)
     """The model id that ``/v1/models`` lists and responses carry."""
@@ -189,24 +158,13 @@ class GatewayConfig(_Strict):
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
     """Requests asking for more ``max_tokens`` than this are rejected (400)."""
-    default_service_class: str = "text"
-    service_classes: dict[str, ServiceClassConfig] = Field(default_factory=_default_classes)
 
     @model_validator(mode="after")
     def _consistent(self) -> "GatewayConfig":
         if self.default_max_tokens > self.max_tokens_cap:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds "
                              f"max_tokens_cap ({self.max_tokens_cap})")
-        if self.default_service_class not in self.service_classes:
-            raise ValueError(f"default_service_class {self.default_service_class!r} is not one of "
-                             f"service_classes ({sorted(self.service_classes)})")
         return self
-
-    def expectations(self, service_class: str | None, prompt_tokens: int) -> tuple[float, float]:
-        """Default (ttft, tds) for a request of ``service_class`` with ``prompt_tokens``."""
-        cls = self.service_classes[service_class or self.default_service_class]
-        ttft = cls.ttft if cls.ttft is not None else max(1.0, prompt_tokens / 5000.0)
-        return min(ttft, MAX_TTFT_S), cls.tds
 
 
 class RouterConfig(_Strict):

@@ -31,16 +31,13 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_CLASSES", "LengthDistribution", "ServiceClass", "TEXT_ONLY", "TraceFormatError",
-    "TraceRequest", "burst_arrivals", "default_ttft", "gamma_arrivals", "generate_trace",
-    "make_trace", "poisson_arrivals", "read_trace", "write_trace",
-]
+from andes.expectations import DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, ServiceClass, default_ttft
 
-MAX_TTFT_S = 3600.0
-"""Largest accepted ttft: an hour-long expectation is a unit mistake, not a service level."""
-MAX_TDS = 1000.0
-"""Largest accepted tds (tokens/s): far beyond any reader or voice, so surely a unit mistake."""
+__all__ = [
+    "LengthDistribution", "TEXT_ONLY", "TraceFormatError", "TraceRequest", "burst_arrivals",
+    "gamma_arrivals", "generate_trace", "make_trace", "poisson_arrivals", "read_trace",
+    "write_trace",
+]
 
 # Spawn keys of the independent streams derived from one seed (see module docstring).
 _ARRIVALS, _PROMPTS, _OUTPUTS, _CLASSES, _TDS = range(5)
@@ -49,11 +46,6 @@ _ARRIVALS, _PROMPTS, _OUTPUTS, _CLASSES, _TDS = range(5)
 def _stream(seed: int, key: int) -> np.random.Generator:
     """The generator for one named stream of ``seed``; independent of every other key."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
-
-
-def default_ttft(prompt_tokens: int) -> float:
-    """Spec section 1 default: 1 s, or longer for prompts whose prefill alone takes a while."""
-    return max(1.0, prompt_tokens / 5000.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,33 +178,6 @@ def _lognormal(rng: np.random.Generator, mean: float, sigma: float, size: int) -
     return rng.lognormal(math.log(mean) - sigma * sigma / 2.0, sigma, size)
 
 
-@dataclass(frozen=True)
-class ServiceClass:
-    """Per-class expectations (spec section 1): a ttft and a population mix of tds values.
-
-    ``ttft=None`` applies the default rule (``default_ttft``). ``tds_mix`` holds
-    ``(share, tokens_per_second)`` pairs; shares need not sum to 1 (they are normalised).
-    """
-
-    name: str
-    ttft: float | None = None
-    tds_mix: tuple[tuple[float, float], ...] = ((1.0, 4.8),)
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("ServiceClass.name must be non-empty")
-        if self.ttft is not None:
-            _as_float("ttft", self.ttft, positive=True, upper=MAX_TTFT_S)
-        _mix_cdf([share for share, _ in self.tds_mix], f"ServiceClass {self.name!r} tds_mix")
-        for _, tds in self.tds_mix:
-            _as_float("tds", tds, positive=True, upper=MAX_TDS)
-
-    def tds_for(self, u: np.ndarray) -> np.ndarray:
-        """Map uniforms in [0, 1) to tds values by inverse CDF of the mix."""
-        cdf = _mix_cdf([share for share, _ in self.tds_mix], "tds_mix")
-        return np.array([tds for _, tds in self.tds_mix])[_pick(cdf, u)]
-
-
 def _mix_cdf(shares: Sequence[float], what: str) -> np.ndarray:
     """Normalised cumulative shares of a mix; shares must be finite, >= 0 and not all 0."""
     arr = np.asarray(shares, dtype=np.float64)
@@ -226,15 +191,13 @@ def _pick(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, u, side="right"), cdf.size - 1)  # guard cdf[-1] < 1
 
 
-_PUBLISHED_MIX = ((28.04, 0.196), (51.87, 0.230), (11.19, 0.240), (5.56, 0.249), (3.33, 0.264))
-DEFAULT_CLASSES: Mapping[str, ServiceClass] = MappingProxyType({
-    # The Andes authors' trace generator draws this reading-pace mix (it calls it "voice");
-    # spec section 1 asks for the mix per class, so here it is the text class.
-    "text": ServiceClass("text", None, tuple((pct / 100.0, 1.0 / interval)
-                                             for pct, interval in _PUBLISHED_MIX)),
-    # Text-to-speech listening pace (spec section 1: about 3.3 tokens/s).
-    "voice": ServiceClass("voice", None, ((1.0, 3.3),)),
-})
+def _draw_tds(service_class: ServiceClass, u: np.ndarray) -> np.ndarray:
+    """Map uniforms in [0, 1) to the tds of the class's readers, by inverse CDF of their mix."""
+    readers = service_class.readers()
+    cdf = _mix_cdf([share for share, _ in readers], "tds_mix")
+    return np.array([tds for _, tds in readers])[_pick(cdf, u)]
+
+
 TEXT_ONLY: Mapping[str, float] = MappingProxyType({"text": 1.0})
 """The default class mix: every request is a text request."""
 
@@ -317,16 +280,13 @@ def _class_names(classes: Mapping[str, float],
         if name not in service_classes:
             raise ValueError(f"class {name!r} is not a known service class "
                              f"(known: {sorted(service_classes)})")
-        if service_classes[name].name != name:
-            raise ValueError(f"service_classes[{name!r}] is named "
-                             f"{service_classes[name].name!r}; key and name must agree")
     return names, _mix_cdf([classes[name] for name in names], "classes")
 
 
 def generate_trace(arrivals: np.ndarray, seed: int,
                    lengths: LengthDistribution = LengthDistribution(),
                    classes: Mapping[str, float] = TEXT_ONLY,
-                   service_classes: Mapping[str, ServiceClass] = DEFAULT_CLASSES,
+                   service_classes: Mapping[str, ServiceClass] = DEFAULT_SERVICE_CLASSES,
                    ) -> list[TraceRequest]:
     """Give each arrival time a request: lengths, class, ttft and tds drawn from ``seed``.
 
@@ -346,7 +306,7 @@ def generate_trace(arrivals: np.ndarray, seed: int,
     tds = np.empty(num)
     for i, name in enumerate(names):
         mask = class_index == i
-        tds[mask] = service_classes[name].tds_for(tds_u[mask])
+        tds[mask] = _draw_tds(service_classes[name], tds_u[mask])
     ttfts = [service_classes[name].ttft for name in names]
     trace = []
     for t, p, o, c, r in zip(times.tolist(), prompt.tolist(), output.tolist(),
@@ -361,7 +321,7 @@ def make_trace(kind: Literal["poisson", "gamma", "burst"], rate: float, num_requ
                burst_fraction: float = 0.35, period: float = 60.0,
                lengths: LengthDistribution = LengthDistribution(),
                classes: Mapping[str, float] = TEXT_ONLY,
-               service_classes: Mapping[str, ServiceClass] = DEFAULT_CLASSES,
+               service_classes: Mapping[str, ServiceClass] = DEFAULT_SERVICE_CLASSES,
                ) -> list[TraceRequest]:
     """A whole trace from a few numbers, as benchmarks sweep them.
 

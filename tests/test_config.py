@@ -26,8 +26,9 @@ def test_andes_settings_map_onto_the_scheduler_config():
     assert isinstance(policy, AndesPolicy)
     assert policy.config == AndesConfig(horizon_s=5.0, objective="min",
                                         max_preemptions_per_request=math.inf)
-    # every AndesConfig field is configurable, with the same defaults
-    assert PolicyConfig().andes.to_andes_config() == AndesConfig()
+    # the config holds the scheduler's own AndesConfig: one definition, same defaults
+    assert PolicyConfig().andes == AndesConfig()
+    assert PolicyConfig().build().config == AndesConfig()
 
 
 def test_policy_names_build_their_policies():
@@ -44,6 +45,10 @@ def test_policy_names_build_their_policies():
     ({"replica": {"policy": {"andes": {"solve_every": "10"}}}}, "args.replica.policy.andes.solve_every"),
     ({"replica": {"policy": {"andes": {"pressure_threshold": 1.5}}}},
      "args.replica.policy.andes.pressure_threshold"),
+    ({"replica": {"policy": {"andes": {"horizon": 5}}}}, "args.replica.policy.andes.horizon"),
+    ({"replica": {"policy": {"andes": {"refiner": 1}}}}, "args.replica.policy.andes.refiner"),
+    ({"replica": {"policy": {"andes": {"max_preemptions_per_request": -math.inf}}}},
+     "args.replica.policy.andes.max_preemptions_per_request"),
     ({"replica": {"engine": {"profile": "no-such-gpu"}}}, "args.replica.engine.profile"),
     ({"replica": {"engine": {"time_mode": "virtual"}}}, "args.replica.engine.time_mode"),
     ({"replica": {"engine": {"profil": "x"}}}, "args.replica.engine.profil"),
@@ -53,6 +58,8 @@ def test_policy_names_build_their_policies():
      "args.gateway.service_classes.text.tds"),
     ({"gateway": {"service_classes": {"text": {"tds": 4, "ttft": 0}}}},
      "args.gateway.service_classes.text.ttft"),
+    ({"gateway": {"service_classes": {"text": {"tds": 4, "tsd": 1}}}},
+     "args.gateway.service_classes.text.tsd"),
 ])
 def test_invalid_values_fail_with_the_field_path(data, path):
     with pytest.raises(ConfigError) as info:
@@ -79,6 +86,19 @@ def test_class_expectations_follow_spec_section_1():
     assert gateway.expectations("voice", 20_000) == (4.0, 3.3)  # ttft = prompt / 5000
     pinned = load_config(GatewayConfig, {"service_classes": {"text": {"tds": 5, "ttft": 0.5}}})
     assert pinned.expectations("text", 50_000) == (0.5, 5.0)
+
+
+def test_max_preemptions_accepts_infinity_and_the_policy_gets_it():
+    config = load_config(PolicyConfig, {"andes": {"max_preemptions_per_request": math.inf}})
+    assert config.build().config.max_preemptions_per_request == math.inf
+
+
+def test_gateway_config_survives_the_trip_to_the_gateway():
+    # The app passes model_dump() to the gateway, which validates it again; YAML gives lists.
+    gateway = GatewayConfig()
+    assert load_config(GatewayConfig, gateway.model_dump()) == gateway
+    data = {"service_classes": {"text": {"tds": 4.8, "tds_mix": [[1, 4.0], [3, 5.0]]}}}
+    assert load_config(GatewayConfig, data).service_classes["text"].tds_mix == ((1.0, 4.0), (3.0, 5.0))
 
 
 def test_engine_config_builds_the_named_latency_model():

@@ -12,14 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from andes.cli_trace import add_trace_parser
+from andes.expectations import DEFAULT_SERVICE_CLASSES, ServiceClass
 from andes.workload import (
-    DEFAULT_CLASSES,
     LengthDistribution,
-    ServiceClass,
     TraceFormatError,
     TraceRequest,
     burst_arrivals,
-    default_ttft,
     gamma_arrivals,
     generate_trace,
     make_trace,
@@ -164,19 +162,24 @@ def test_clipping_respects_max_context(max_context, seed):
     assert all(r.prompt_tokens + r.output_tokens <= max_context for r in trace)
 
 
-def test_default_ttft_rule():
-    assert default_ttft(100) == 1.0
-    assert default_ttft(5000) == 1.0
-    assert default_ttft(20000) == 4.0
+def test_generated_ttft_follows_the_default_rule():
     big = LengthDistribution(mean_prompt_tokens=9000, sigma_prompt=0.5, max_context=40000)
     for r in generate_trace(np.zeros(500), 1, big):
         assert r.ttft == max(1.0, r.prompt_tokens / 5000)
 
 
 def test_fixed_class_ttft_overrides_rule():
-    fast = ServiceClass("fast", ttft=0.25, tds_mix=((1.0, 10.0),))
+    fast = ServiceClass(tds=10.0, ttft=0.25)
     trace = generate_trace(np.zeros(50), 0, classes={"fast": 1.0}, service_classes={"fast": fast})
     assert {(r.ttft, r.tds, r.cls) for r in trace} == {(0.25, 10.0, "fast")}
+
+
+def test_a_class_with_a_mix_draws_its_readers_not_its_default_tds():
+    mixed = ServiceClass(tds=5.0, tds_mix=((1.0, 2.0), (3.0, 8.0)))
+    trace = generate_trace(np.zeros(4000), 2, classes={"m": 1.0}, service_classes={"m": mixed})
+    tds = np.array([r.tds for r in trace])
+    assert set(tds.tolist()) == {2.0, 8.0}
+    assert np.mean(tds == 8.0) == pytest.approx(0.75, abs=0.03)
 
 
 def test_text_tds_mix_shares():
@@ -200,7 +203,7 @@ def test_class_mix_and_voice_tds():
 
 def test_default_classes_are_read_only():
     with pytest.raises(TypeError):
-        DEFAULT_CLASSES["text"] = DEFAULT_CLASSES["voice"]  # type: ignore[index]
+        DEFAULT_SERVICE_CLASSES["text"] = DEFAULT_SERVICE_CLASSES["voice"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize("classes", [{}, {"audio": 1.0}, {"text": -1.0}, {"text": 0.0}])

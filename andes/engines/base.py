@@ -9,25 +9,14 @@ interface, never on a particular engine.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Protocol
+
+from andes.expectations import validate_expectations  # re-exported: its home is andes.expectations
 
 __all__ = ["Engine", "EngineRequest", "EngineStats", "FinishReason", "TokenEvent", "validate_expectations"]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
-
-MAX_TTFT_S = 3600.0
-MAX_TDS = 1000.0
-
-
-def validate_expectations(ttft: float, tds: float) -> None:
-    """Reject expectations no reader could have (spec section 1), naming the field."""
-    # bool is an int in Python: ``ttft=True`` is a client bug, not one second.
-    if isinstance(ttft, bool) or not (isinstance(ttft, (int, float)) and math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
-        raise ValueError(f"ttft: must be a finite number of seconds in (0, {MAX_TTFT_S:g}] (got {ttft!r})")
-    if isinstance(tds, bool) or not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
-        raise ValueError(f"tds: must be a finite tokens/s rate in (0, {MAX_TDS:g}] (got {tds!r})")
 
 
 @dataclass(frozen=True)

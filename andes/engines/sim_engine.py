@@ -21,6 +21,7 @@ from andes.engines.base import EngineRequest, EngineStats, TokenEvent
 from andes.engines.sim import SWAPPED, WAITING, SimCore
 from andes.engines.sim_stats import from_core
 from andes.latency import LatencyModel
+from andes.expectations import estimate_prompt_tokens
 from andes.routing import ReplicaStats
 from andes.scheduler.base import Policy
 
@@ -98,7 +99,7 @@ class SimEngine:
         """Queue ``request`` now; its stream ends with a final event whatever happens."""
         if request.request_id in self._streams:
             raise ValueError(f"request_id: {request.request_id!r} is already running")
-        prompt_tokens = request.num_prompt_tokens or max(1, len((request.prompt or "").split()))
+        prompt_tokens = request.num_prompt_tokens or estimate_prompt_tokens(request.prompt or "")
         output = min(request.output_tokens or request.max_tokens, request.max_tokens)
         arrival = self.clock() if request.arrival is None else request.arrival
         self._newest_arrival = max(self._newest_arrival, arrival)

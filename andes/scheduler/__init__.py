@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from andes.scheduler.andes import AndesConfig, AndesPolicy
 from andes.scheduler.base import Budget, Decision, Policy, SchedulerView
@@ -10,6 +10,7 @@ from andes.scheduler.baselines import FCFSPolicy, LeastQoEFirstPolicy, RoundRobi
 
 __all__ = [
     "POLICY_NAMES",
+    "PolicyName",
     "AndesConfig",
     "AndesPolicy",
     "Budget",
@@ -22,7 +23,9 @@ __all__ = [
     "make_policy",
 ]
 
-POLICY_NAMES = ("fcfs", "round_robin", "lqf", "andes")
+PolicyName = Literal["fcfs", "round_robin", "lqf", "andes"]
+"""The policies ``make_policy`` builds; configs and command lines accept exactly these."""
+POLICY_NAMES: tuple[PolicyName, ...] = get_args(PolicyName)
 
 
 def make_policy(name: str, **settings: Any) -> Policy:

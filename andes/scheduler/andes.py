@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
@@ -35,37 +36,32 @@ __all__ = ["AndesConfig", "AndesPolicy"]
 Objective = Literal["avg", "min", "count"]
 
 
-@dataclass(frozen=True)
-class AndesConfig:
-    """Knobs of the Andes policy; defaults follow the published implementation (spec section 7)."""
+class AndesConfig(BaseModel):
+    """Knobs of the Andes policy; defaults follow the published implementation.
+
+    The one definition: the served config (``policy.andes``), the vLLM scheduler's settings and
+    the benchmarks all build this model, so a bad value is named by its field wherever it is set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     objective: Objective = "avg"
-    horizon_s: float = 10.0  # look-ahead dt for projected QoE
-    solve_every: int = 10  # selective triggering: full knapsack at most every k steps
-    pressure_threshold: float = 0.9  # ... and only when running KV use is at least this share
-    running_bonus: float = 0.1  # stickiness: running requests' gain x (1 + bonus)
-    max_preemptions_per_request: float = 1.0  # v1 cap P on average preemptions; inf disables
-    refiner: bool = True  # v2 overhead-aware refiner on (entrant, victim) pairs
-    qoe_threshold: float = 0.95  # for objective "count"
-    num_batch_sizes: int = 8  # candidate batch sizes searched in [b_min, b_max]
-
-    def __post_init__(self) -> None:
-        if self.objective not in ("avg", "min", "count"):
-            raise ValueError(f"objective: must be 'avg', 'min' or 'count' (got {self.objective!r})")
-        if not (math.isfinite(self.horizon_s) and self.horizon_s > 0):
-            raise ValueError(f"horizon_s: must be a finite number > 0 (got {self.horizon_s})")
-        if self.solve_every < 1:
-            raise ValueError(f"solve_every: must be >= 1 (got {self.solve_every})")
-        if not 0.0 <= self.pressure_threshold <= 1.0:
-            raise ValueError(f"pressure_threshold: must be in [0, 1] (got {self.pressure_threshold})")
-        if not (math.isfinite(self.running_bonus) and self.running_bonus >= 0):
-            raise ValueError(f"running_bonus: must be a finite number >= 0 (got {self.running_bonus})")
-        if not self.max_preemptions_per_request >= 0:
-            raise ValueError("max_preemptions_per_request: must be >= 0 (inf disables the cap)")
-        if not 0.0 <= self.qoe_threshold <= 1.0:
-            raise ValueError(f"qoe_threshold: must be in [0, 1] (got {self.qoe_threshold})")
-        if self.num_batch_sizes < 1:
-            raise ValueError(f"num_batch_sizes: must be >= 1 (got {self.num_batch_sizes})")
+    horizon_s: float = Field(10.0, gt=0, le=3600)
+    """Look-ahead for projected QoE (seconds)."""
+    solve_every: int = Field(10, ge=1)
+    """Selective triggering: the full knapsack runs at most every this many steps ..."""
+    pressure_threshold: float = Field(0.9, ge=0, le=1)
+    """... and only when running requests hold at least this share of KV memory."""
+    running_bonus: float = Field(0.1, ge=0)
+    """Stickiness: running requests' gain is multiplied by ``1 + running_bonus``."""
+    max_preemptions_per_request: float = Field(1.0, ge=0, allow_inf_nan=True)
+    """The v1 cap P on average preemptions per request; ``.inf`` disables it."""
+    refiner: bool = True
+    """The v2 overhead-aware refiner on (entrant, victim) pairs."""
+    qoe_threshold: float = Field(0.95, ge=0, le=1)
+    """For objective ``count``: the QoE a request must reach to count."""
+    num_batch_sizes: int = Field(8, ge=1)
+    """Candidate batch sizes searched in ``[b_min, b_max]``."""
 
 
 @dataclass(frozen=True)

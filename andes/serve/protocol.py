@@ -17,10 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from andes.config import GatewayConfig
-from andes.engines.base import MAX_TDS, MAX_TTFT_S
+from andes.expectations import MAX_TDS, MAX_TTFT_S, estimate_prompt_tokens
 from andes.qoe import DigestState
 
-__all__ = ["ApiError", "DeliveryMeter", "Job", "count_tokens", "error_body", "parse_request", "sse"]
+__all__ = ["ApiError", "DeliveryMeter", "Job", "error_body", "parse_request", "sse"]
 
 Route = Literal["completions", "chat"]
 
@@ -50,11 +50,6 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def count_tokens(text: str) -> int:
-    """Prompt tokens as the simulated engine counts them (whitespace words, at least 1)."""
-    return max(1, len(text.split()))
-
-
 # ---------------------------------------------------------------------------------- requests
 _Positive = dict(gt=0, allow_inf_nan=False)
 
@@ -79,7 +74,7 @@ class _Common(BaseModel):
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
     ttft: float | None = Field(None, le=MAX_TTFT_S, **_Positive)
-    """Expected time to first token (s); default from the service class or spec section 1."""
+    """Expected time to first token (s); default: the service class's (``andes.expectations``)."""
     tds: float | None = Field(None, le=MAX_TDS, **_Positive)
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
@@ -153,13 +148,12 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
     if body.service_class is not None and body.service_class not in config.service_classes:
         raise ApiError(400, f"service_class: unknown {body.service_class!r}; choose one of "
                             f"{sorted(config.service_classes)}", "service_class")
-    num_prompt_tokens = count_tokens(prompt)
-    ttft, tds = config.expectations(body.service_class, num_prompt_tokens)
+    num_prompt_tokens = estimate_prompt_tokens(prompt)
+    ttft, tds = config.expectations(body.service_class, num_prompt_tokens, body.ttft, body.tds)
     engine_times = body.stream_options is not None and body.stream_options.include_engine_time
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
-               ttft=ttft if body.ttft is None else body.ttft,
-               tds=tds if body.tds is None else body.tds, arrival=arrival)
+               ttft=ttft, tds=tds, arrival=arrival)
 
 
 # ------------------------------------------------------------------------------------ output

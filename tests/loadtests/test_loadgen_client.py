@@ -10,9 +10,10 @@ import pytest
 
 from andes.config import GatewayConfig
 from andes.engines.sim_engine import make_text
+from andes.expectations import estimate_prompt_tokens
 from andes.loadgen.client import StreamMeter, StreamOutcome, prompt_text, request_body, split_tokens
 from andes.qoe import live_qoe, qoe
-from andes.serve.protocol import count_tokens, error_body, parse_request, sse
+from andes.serve.protocol import error_body, parse_request, sse
 from andes.workload import TraceRequest
 
 CONFIG = GatewayConfig()
@@ -30,7 +31,7 @@ def test_request_body_carries_the_trace_request_as_the_gateway_reads_it():
     assert request_body(REQUEST)["service_class"] == "voice"
     assert "service_class" not in request_body(TraceRequest(0.0, 3, 3, 1.0, 4.0, None))
     assert request_body(REQUEST, model="m")["model"] == "m"
-    assert all(count_tokens(prompt_text(n)) == n for n in (1, 2, 17, 500))
+    assert all(estimate_prompt_tokens(prompt_text(n)) == n for n in (1, 2, 17, 500))
 
 
 def stream_lines(job, groups, reason="length"):

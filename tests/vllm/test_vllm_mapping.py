@@ -11,9 +11,10 @@ import math
 import numpy as np
 import pytest
 
-from andes.config import ConfigError, GatewayConfig
+from andes.config import ConfigError
 from andes.engines.vllm.mapping import RequestTrack, build_view, expectations_from_extra_args
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
+from andes.expectations import ExpectationRules
 from andes.qoe import qoe
 
 pytestmark = pytest.mark.vllm
@@ -22,7 +23,7 @@ vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.request import Request  # noqa: E402
 
-RULES = GatewayConfig()  # text 4.8 tokens/s, voice 3.3, ttft max(1, prompt/5000)
+RULES = ExpectationRules()  # text 4.8 tokens/s, voice 3.3, ttft max(1, prompt/5000)
 
 
 def make_request(rid: str, prompt_len: int, arrival: float, extra: dict | None = None) -> Request:
@@ -43,7 +44,8 @@ def test_expectations_per_request_then_service_class_then_default():
 
 @pytest.mark.parametrize("extra, field", [
     ({"ttft": 0}, "ttft"), ({"ttft": -1.0}, "ttft"), ({"ttft": math.inf}, "ttft"), ({"ttft": "1"}, "ttft"),
-    ({"ttft": True}, "ttft"), ({"tds": 0}, "tds"), ({"tds": 1e9}, "tds"), ({"tds": math.nan}, "tds"),
+    ({"ttft": True}, "ttft"), ({"ttft": None}, "ttft"), ({"tds": 0}, "tds"), ({"tds": 1e9}, "tds"),
+    ({"tds": math.nan}, "tds"),
     ({"service_class": "nope"}, "service_class"), ({"service_class": 3}, "service_class"),
 ])
 def test_bad_expectations_name_the_field(extra, field):
@@ -106,11 +108,23 @@ def test_settings_from_additional_config_then_environment(tmp_path):
     assert settings_from({}, env={}) == SchedulerSettings()
 
 
+def test_settings_carry_their_own_service_classes():
+    s = settings_from({"andes": {"default_service_class": "fast",
+                                 "service_classes": {"fast": {"tds": 12, "ttft": 0.3}}}}, env={})
+    rules = s.expectations_config()
+    assert expectations_from_extra_args(None, 10, rules) == (0.3, 12.0)
+    with pytest.raises(ValueError, match="^service_class:"):
+        expectations_from_extra_args({"service_class": "text"}, 10, rules)
+    assert SchedulerSettings().expectations_config().expectations(None, 10) == (1.0, 4.8)
+
+
 @pytest.mark.parametrize("extra, env, path", [
     ({"andes": {"polcy": {}}}, {}, "additional_config.andes.polcy"),
     ({"andes": {"policy": {"name": "sjf"}}}, {}, "additional_config.andes.policy.name"),
     ({"andes": {"profile": "no-such-profile"}}, {}, "no-such-profile"),
     ({"andes": {"default_service_class": "chat"}}, {}, "default_service_class"),
+    ({"andes": {"service_classes": {"text": {"tds": -1}}}}, {}, "additional_config.andes.service_classes.text.tds"),
+    ({"andes": {"policy": {"andes": {"horizon_s": 0}}}}, {}, "additional_config.andes.policy.andes.horizon_s"),
     ({}, {"ANDES_CONFIG": "{not json"}, "ANDES_CONFIG"),
     ({}, {"ANDES_POLICY": "sjf"}, "ANDES_CONFIG.policy.name"),
 ])

@@ -18,8 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from andes.config import GatewayConfig
-from andes.engines.base import validate_expectations
+from andes.expectations import ExpectationRules, validate_expectations
 from andes.qoe import DigestState
 from andes.scheduler.base import SchedulerView
 
@@ -31,7 +30,7 @@ EXTRA_KEYS = ("ttft", "tds", "service_class")
 
 
 def expectations_from_extra_args(extra_args: Any, num_prompt_tokens: int,
-                                 rules: GatewayConfig) -> tuple[float, float]:
+                                 rules: ExpectationRules) -> tuple[float, float]:
     """``(ttft, tds)`` of a request: its own values, else its service class's defaults.
 
     Raises ``ValueError`` naming the field (``ttft``, ``tds`` or ``service_class``) for a value
@@ -40,14 +39,10 @@ def expectations_from_extra_args(extra_args: Any, num_prompt_tokens: int,
     args = extra_args if extra_args is not None else {}
     if not isinstance(args, Mapping):
         raise ValueError(f"extra_args: must be an object (got {type(args).__name__})")
-    service_class = args.get("service_class")
-    if service_class is not None and (not isinstance(service_class, str)
-                                      or service_class not in rules.service_classes):
-        raise ValueError(f"service_class: must be one of {sorted(rules.service_classes)} "
-                         f"(got {service_class!r})")
-    ttft, tds = rules.expectations(service_class, num_prompt_tokens)
-    ttft = args.get("ttft", ttft)
-    tds = args.get("tds", tds)
+    service_class = rules.service_class(args.get("service_class"))
+    # A key that is present but null is a client error, not a request for the default.
+    ttft = args["ttft"] if "ttft" in args else service_class.ttft_for(num_prompt_tokens)
+    tds = args["tds"] if "tds" in args else service_class.tds
     validate_expectations(ttft, tds)
     return float(ttft), float(tds)
 

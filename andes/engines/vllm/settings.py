@@ -18,9 +18,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, model_validator
 
-from andes.config import ConfigError, GatewayConfig, PolicyConfig, ServiceClassConfig, load_config
+from andes.config import ConfigError, PolicyConfig, load_config
+from andes.expectations import ExpectationRules
 from andes.latency import DEFAULT_PROFILE, load_profile
 
 __all__ = ["ENV_CONFIG", "ENV_POLICY", "SchedulerSettings", "settings_from"]
@@ -29,14 +30,14 @@ ENV_CONFIG = "ANDES_CONFIG"
 ENV_POLICY = "ANDES_POLICY"
 
 
-def _default_classes() -> dict[str, ServiceClassConfig]:
-    return dict(GatewayConfig().service_classes)
+class SchedulerSettings(ExpectationRules):
+    """The scheduler's configuration (``additional_config["andes"]`` or ``ANDES_CONFIG``).
 
+    Its service classes (``default_service_class``, ``service_classes``: the defaults of
+    requests that carry no ``ttft``/``tds``) are the gateway's rules, with the same keys.
+    """
 
-class SchedulerSettings(BaseModel):
-    """The scheduler's configuration (``additional_config["andes"]`` or ``ANDES_CONFIG``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
     policy: PolicyConfig = PolicyConfig()
     profile: str = DEFAULT_PROFILE
@@ -44,20 +45,15 @@ class SchedulerSettings(BaseModel):
     and batch limits are replaced by the engine's real ones."""
     online_refit: bool = True
     """Refine the profile's time coefficients from the engine's own measured steps."""
-    default_service_class: str = "text"
-    service_classes: dict[str, ServiceClassConfig] = Field(default_factory=_default_classes)
-    """Default ``ttft``/``tds`` of requests that carry no per-request values."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SchedulerSettings":
+    def _profile_exists(self) -> "SchedulerSettings":
         load_profile(self.profile)  # raises ValueError naming the known profiles
-        self.expectations_config()  # default class must exist
         return self
 
-    def expectations_config(self) -> GatewayConfig:
-        """The gateway's expectation rules (one implementation of spec section 1's defaults)."""
-        return GatewayConfig(default_service_class=self.default_service_class,
-                             service_classes=self.service_classes)
+    def expectations_config(self) -> ExpectationRules:
+        """The rules that give requests their default ``ttft``/``tds``: these settings' own."""
+        return self
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
