@@ -127,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (math.isfinite(args.rate) and args.rate > 0):
         parser.error("--rate: must be finite and > 0")
 
-    from andes.cli_profile import model_dir
+    from andes.cli.profile import model_dir
     from andes.engines.sim import simulate
     from andes.profiling import fit_profile, parse_grid, write_profile
-    from andes.profiling_vllm import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
+    from andes.profiling.vllm_steps import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
     from andes.scheduler import make_policy
 
     os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(tempfile.gettempdir()) / "andes-vllm-cache"))

@@ -71,7 +71,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
     from andes.latency import TIME_FIELDS
     from andes.profiling import fit_profile, prediction_errors, write_profile
-    from andes.profiling_vllm import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
+    from andes.profiling.vllm_steps import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
 
     grid = VllmGrid(args.batches, args.prompt_lens, args.output_len)
     grid.check()

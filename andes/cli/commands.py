@@ -16,8 +16,8 @@ import json
 import sys
 from typing import Sequence
 
-from andes.cli_profile import add_profile_parser
-from andes.cli_trace import add_trace_parser
+from andes.cli.profile import add_profile_parser
+from andes.cli.trace import add_trace_parser
 from andes.loadgen.sweep import add_capacity_parser
 
 __all__ = ["main"]
