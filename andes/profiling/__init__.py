@@ -1,7 +1,8 @@
-"""Profilers of the engine's step times and the fit to a latency profile (tools, not imported by the core).
+"""Profilers of the engine's step times and the fit to a latency profile (tools: the core never imports them).
 
-``andes.profiling.fit`` (pure: from measured steps to a profile JSON; its names are re-exported
-here), ``andes.profiling.vllm_steps`` (the real vLLM engine's steps, for ``andes profile``).
+``fit`` (pure: from measured steps to a profile JSON; its names are re-exported here),
+``vllm_steps`` (the real vLLM engine's steps, for ``andes profile`` and ``bench/fidelity.py``),
+``device`` (probes of the machine: copy bandwidth), ``models`` (which model a profiler loads).
 """
 
 from andes.profiling.fit import (StepComposition, StepTiming, check_grid, fit_profile, kv_bytes_per_token,
