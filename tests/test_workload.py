@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from andes.cli_trace import add_trace_parser
+from andes.cli.trace import add_trace_parser
 from andes.expectations import DEFAULT_SERVICE_CLASSES, ServiceClass
 from andes.workload import (
     LengthDistribution,

@@ -1,7 +1,7 @@
 """Simulator fidelity: one trace on the real vLLM CPU engine and in the simulator, compared.
 
 Steps:
-1. profile the engine in this process (``andes.profiling_vllm``; or ``--profile`` a JSON);
+1. profile the engine in this process (``andes.profiling.vllm_steps``; or ``--profile`` a JSON);
 2. run a warm-up trace (another seed) on the engine in real time; an ``OnlineRefit`` started
    from the profile observes its steps (what a serving engine learns before the measured run);
 3. run the measured trace on the engine in real time: each request added when its arrival
@@ -127,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (math.isfinite(args.rate) and args.rate > 0):
         parser.error("--rate: must be finite and > 0")
 
-    from andes.cli_profile import model_dir
     from andes.engines.sim import simulate
     from andes.profiling import fit_profile, parse_grid, write_profile
-    from andes.profiling_vllm import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
+    from andes.profiling.models import model_dir
+    from andes.profiling.vllm_steps import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
     from andes.scheduler import make_policy
 
     os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(tempfile.gettempdir()) / "andes-vllm-cache"))

@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from andes.benchmarks.args import names, positive_int
+from andes.benchmarks.args import names, positive_float, positive_int, positive_ints, positive_ints_or_none
 from andes.benchmarks.gateway_servers import ServerProcess, tree_cpu_seconds
 from andes.benchmarks.report import format_table, json_ready, write_json
 
@@ -463,40 +463,20 @@ def plot_result(result: dict[str, Any], path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------- command line
-def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(positive_int(x) for x in text.split(",") if x.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (got {text!r})")
-    return values
-
-
-def _ints_or_none(text: str) -> tuple[int, ...]:
-    return () if text.strip().lower() in ("", "none") else _ints(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0 (got {text!r})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Settings()
     parser.add_argument("--modes", type=names(MODES), default=d.modes, help="comma-separated: " + ", ".join(MODES))
-    parser.add_argument("--streams", type=_ints, default=d.streams, help="throughput levels (concurrent streams)")
-    parser.add_argument("--contrast-streams", type=_ints_or_none, default=d.contrast_streams,
+    parser.add_argument("--streams", type=positive_ints, default=d.streams,
+                        help="throughput levels (concurrent streams)")
+    parser.add_argument("--contrast-streams", type=positive_ints_or_none, default=d.contrast_streams,
                         help="levels measured again with 1 token per event ('none' to skip)")
-    parser.add_argument("--paced-streams", type=_ints, default=d.paced_streams,
+    parser.add_argument("--paced-streams", type=positive_ints, default=d.paced_streams,
                         help="paced levels (concurrent streams)")
-    parser.add_argument("--fast-step-ms", type=_positive_float, default=d.fast_step_ms)
-    parser.add_argument("--paced-step-ms", type=_positive_float, default=d.paced_step_ms)
-    parser.add_argument("--warmup", type=_positive_float, default=d.warmup_s, help="seconds before each window")
-    parser.add_argument("--duration", type=_positive_float, default=d.duration_s, help="throughput window (s)")
-    parser.add_argument("--paced-duration", type=_positive_float, default=d.paced_duration_s)
+    parser.add_argument("--fast-step-ms", type=positive_float, default=d.fast_step_ms)
+    parser.add_argument("--paced-step-ms", type=positive_float, default=d.paced_step_ms)
+    parser.add_argument("--warmup", type=positive_float, default=d.warmup_s, help="seconds before each window")
+    parser.add_argument("--duration", type=positive_float, default=d.duration_s, help="throughput window (s)")
+    parser.add_argument("--paced-duration", type=positive_float, default=d.paced_duration_s)
     parser.add_argument("--max-tokens", type=positive_int, default=d.throughput_max_tokens,
                         help="tokens per throughput stream")
     parser.add_argument("--paced-max-tokens", type=positive_int, default=d.paced_max_tokens)

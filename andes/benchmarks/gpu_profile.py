@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import platform
 import re
 import tempfile
@@ -33,8 +32,9 @@ import numpy as np
 
 from andes.benchmarks.report import format_table, write_json
 from andes.profiling import fit_profile, kv_bytes_per_token, parse_grid, prediction_errors, write_profile
+from andes.profiling.device import copy_bandwidth
 
-__all__ = ["LLAMA3_8B", "Grid", "copy_bandwidth", "main", "measure"]
+__all__ = ["LLAMA3_8B", "Grid", "main", "measure"]
 
 # meta-llama/Meta-Llama-3-8B config.json (shapes only; weights are random here).
 LLAMA3_8B: dict[str, Any] = dict(
@@ -206,31 +206,6 @@ def _build_model(spec: str, device: str, dtype_name: str, seed: int):
         source = f"model directory {path.name} (weights as stored there)"
     model = LlamaForCausalLM.from_pretrained(str(path)).to(device=device, dtype=dtype)
     return model.eval(), f"{path.name} ({model.config.num_hidden_layers} layers)", source
-
-
-def copy_bandwidth(device: str) -> float:
-    """Host <-> device copy bandwidth in bytes/s (pinned memory on CUDA, memcpy on CPU)."""
-    import torch
-
-    n = 256 << 20 if device.startswith("cuda") else 64 << 20
-    if device.startswith("cuda"):
-        host = torch.empty(n, dtype=torch.uint8, pin_memory=True)
-        dev = torch.empty(n, dtype=torch.uint8, device=device)
-        copy = lambda: dev.copy_(host, non_blocking=True)
-        sync = lambda: torch.cuda.synchronize(device)
-    else:
-        src, dst = torch.ones(n, dtype=torch.uint8), torch.empty(n, dtype=torch.uint8)
-        copy = lambda: dst.copy_(src)
-        sync = lambda: None
-    copy()
-    sync()
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        copy()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return n / best
 
 
 def _memory_fields(model, device: str, args) -> tuple[dict[str, Any], str]:

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from andes.benchmarks.args import positive_floats
 from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import Job, TraceSpec, run_jobs
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="opt-66b-a100x4")
     parser.add_argument("--rate", type=float, default=3.3)
     parser.add_argument("--num-requests", type=int, default=2000)
-    parser.add_argument("--match-rates", type=lambda t: tuple(float(x) for x in t.split(",")),
+    parser.add_argument("--match-rates", type=positive_floats,
                         default=(5.0, 6.0, 7.0, 8.0, 10.0, 12.0),
                         help="rates swept to find the load matching the published FCFS TTFT")
     parser.add_argument("--seed", type=int, default=0)

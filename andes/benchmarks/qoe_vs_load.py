@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from andes.benchmarks.args import names, positive_floats, positive_int
+from andes.benchmarks.args import ascending_positive_floats, names, positive_int
 from andes.benchmarks.report import json_ready, format_table, plot_metrics, write_json
 from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, run_jobs
 from andes.latency import DEFAULT_PROFILE
@@ -148,15 +148,11 @@ def run(args) -> dict[str, Any]:
     return result
 
 
-def _rates(text: str) -> tuple[float, ...]:
-    return tuple(sorted(positive_floats(text)))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's flags (shared by ``bench/qoe_vs_load.py`` and ``andes bench``)."""
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile name or JSON file")
     parser.add_argument("--trace", help="replay this JSONL trace file instead of the rate sweep")
-    parser.add_argument("--rates", type=_rates, default=DEFAULT_RATES, help="comma-separated req/s")
+    parser.add_argument("--rates", type=ascending_positive_floats, default=DEFAULT_RATES, help="comma-separated req/s")
     parser.add_argument("--kinds", default=("poisson", "burst"), type=names(("poisson", "burst", "gamma")),
                         help="arrival processes to sweep (poisson, burst, gamma)")
     parser.add_argument("--num-requests", type=positive_int, default=2000)

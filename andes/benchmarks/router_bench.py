@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from andes.benchmarks.args import names, positive_floats
+from andes.benchmarks.args import names, positive_floats, positive_ints
 from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import TraceSpec
 from andes.engines.sim import SimCore
@@ -206,16 +206,9 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    values = positive_floats(text)
-    if any(v != int(v) for v in values):
-        raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}")
-    return tuple(int(v) for v in values)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's flags."""
-    parser.add_argument("--replicas", type=_ints, default=(4, 32), help="cluster sizes")
+    parser.add_argument("--replicas", type=positive_ints, default=(4, 32), help="cluster sizes")
     parser.add_argument("--requests-per-replica", type=int, default=600,
                         help="trace length is this times N")
     parser.add_argument("--rate-per-replica", type=float, default=10.0,

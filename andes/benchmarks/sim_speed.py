@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from andes.benchmarks.args import names
 from andes.benchmarks.report import format_table, write_json
 from andes.engines.sim import simulate
 from andes.latency import DEFAULT_PROFILE, load_profile
-from andes.scheduler import make_policy
+from andes.scheduler import POLICY_NAMES, make_policy
 from andes.workload import make_trace
 
 __all__ = ["main"]
@@ -26,13 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--rate", type=float, default=4.5)
     parser.add_argument("--num-requests", type=int, default=10_000)
-    parser.add_argument("--policies", default="fcfs,andes")
+    parser.add_argument("--policies", type=names(POLICY_NAMES), default=("fcfs", "andes"))
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     latency = load_profile(args.profile)
     trace = make_trace("poisson", args.rate, args.num_requests, seed=0)
     records = []
-    for name in args.policies.split(","):
+    for name in args.policies:
         start = time.perf_counter()
         result = simulate(trace, make_policy(name), latency)
         wall = time.perf_counter() - start

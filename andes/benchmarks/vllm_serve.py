@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import numpy as np
 import yaml
 
-from andes.benchmarks.args import positive_int
+from andes.benchmarks.args import positive_float, positive_int
 from andes.benchmarks.report import format_table, write_json
 from andes.loadgen.serve_proc import free_port
 
@@ -216,19 +216,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=positive_int, default=16)
     parser.add_argument("--max-tokens", type=positive_int, default=128)
-    parser.add_argument("--warmup-s", type=_positive_float, default=5.0)
-    parser.add_argument("--window-s", type=_positive_float, default=20.0)
+    parser.add_argument("--warmup-s", type=positive_float, default=5.0)
+    parser.add_argument("--window-s", type=positive_float, default=20.0)
     parser.add_argument("--rounds", type=positive_int, default=3, help="alternating engine/serve windows")
     parser.add_argument("--model-dir", type=Path, default=None, help="where to build the tiny model (default: temp)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/vllm_serve.json"))

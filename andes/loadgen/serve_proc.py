@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 __all__ = ["ServeProcess", "free_port", "policy_config", "start_serve", "wait_ready"]
@@ -105,6 +104,8 @@ def wait_ready(url: str, *, timeout_s: float = 90.0, num_answers: int = 3,
 
     Raises ``TimeoutError`` (or ``RuntimeError`` if ``process`` exited) with the reason.
     """
+    import httpx  # the serve extra; imported here so the ``andes`` command starts without it
+
     start = time.monotonic()
     body = {"prompt": "warm up", "max_tokens": 4, "stream": True, "tds": 50}
     answered, last_error = 0, "no answer yet"

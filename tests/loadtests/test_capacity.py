@@ -142,7 +142,7 @@ def test_locust_command_passes_the_whole_schedule():
 
 def test_policy_config_copies_the_serve_file_with_port_and_policy(tmp_path):
     from andes.loadgen.serve_proc import policy_config
-    from andes.loadgen.sweep import _policies_in
+    from andes.loadgen.sweep import policies_in
 
     config_file = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
     original = yaml.safe_load(config_file.read_text())
@@ -153,10 +153,10 @@ def test_policy_config_copies_the_serve_file_with_port_and_policy(tmp_path):
     assert engine["user_config"]["policy"]["andes"] == \
         [d for d in original["applications"][0]["deployments"] if d["name"] == "EngineReplica"][0][
             "user_config"]["policy"]["andes"]  # only the name changes
-    assert _policies_in(config_file) == ("andes",)
+    assert policies_in(config_file) == ("andes",)
     path = tmp_path / "fcfs.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert _policies_in(path) == ("fcfs",)
+    assert policies_in(path) == ("fcfs",)
     with pytest.raises(ValueError, match="EngineReplica"):
         policy_config({"applications": [{"deployments": [{"name": "Gateway"}]}]}, "fcfs", 1)
 

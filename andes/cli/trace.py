@@ -1,39 +1,21 @@
 """``andes trace``: write a synthetic request trace as JSONL.
 
-Kept apart from ``andes/cli.py`` so the main CLI only wires subcommands together; it calls
-``add_trace_parser(subparsers)``. Every argument is checked by argparse itself, so a bad value
+Kept apart from ``andes/cli/commands.py`` so the command tree only wires subcommands together;
+it calls ``add_trace_parser(subparsers)``. Every argument is checked by argparse itself, so a bad value
 ends in a usage message and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Sequence
 
+from andes.benchmarks.args import number
 from andes.workload import LengthDistribution, TraceRequest, make_trace, write_trace
 
 __all__ = ["add_trace_parser", "run_trace", "summarize_trace"]
-
-
-def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = True,
-            ) -> Callable[[str], float]:
-    """An argparse ``type`` accepting ``kind`` values in ``(low, high]`` (or ``[low, high]``)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
-        ok_low = value > low if low_open else value >= low
-        if not (math.isfinite(value) and ok_low and value <= high):
-            bound = f"{'>' if low_open else '>='} {low:g}" if math.isinf(high) else \
-                f"in {'(' if low_open else '['}{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"must be finite and {bound} (got {text})")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def add_trace_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,23 +26,23 @@ def add_trace_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                     "cyclic-burst process, ShareGPT-like lengths, per-class ttft/tds.")
     parser.add_argument("--kind", required=True, choices=("poisson", "gamma", "burst"),
                         help="arrival process")
-    parser.add_argument("--rate", required=True, type=_number(float, 0.0),
+    parser.add_argument("--rate", required=True, type=number(float, 0.0),
                         help="mean arrival rate, requests/s")
-    parser.add_argument("--num-requests", required=True, type=_number(int, 0.0),
+    parser.add_argument("--num-requests", required=True, type=number(int, 0.0),
                         help="number of requests")
-    parser.add_argument("--seed", required=True, type=_number(int, 0.0, low_open=False),
+    parser.add_argument("--seed", required=True, type=number(int, 0.0, low_open=False),
                         help="random seed (>= 0)")
-    parser.add_argument("--cv", type=_number(float, 0.0), default=2.0,
+    parser.add_argument("--cv", type=number(float, 0.0), default=2.0,
                         help="gamma: coefficient of variation of gaps (default 2.0)")
-    parser.add_argument("--intensity", type=_number(float, 0.0), default=2.0,
+    parser.add_argument("--intensity", type=number(float, 0.0), default=2.0,
                         help="burst: in-burst rate / out-of-burst rate (default 2.0)")
-    parser.add_argument("--burst-fraction", type=_number(float, 0.0, 1.0, low_open=False),
+    parser.add_argument("--burst-fraction", type=number(float, 0.0, 1.0, low_open=False),
                         default=0.35, help="burst: fraction of each period in burst (default 0.35)")
-    parser.add_argument("--period", type=_number(float, 0.0), default=60.0,
+    parser.add_argument("--period", type=number(float, 0.0), default=60.0,
                         help="burst: period in seconds (default 60)")
-    parser.add_argument("--voice-share", type=_number(float, 0.0, 1.0, low_open=False),
+    parser.add_argument("--voice-share", type=number(float, 0.0, 1.0, low_open=False),
                         default=0.0, help="fraction of requests in the voice class (default 0)")
-    parser.add_argument("--max-context", type=_number(int, 1.0), default=2048,
+    parser.add_argument("--max-context", type=number(int, 1.0), default=2048,
                         help="max prompt+output tokens per request (default 2048)")
     parser.add_argument("-o", "--output", required=True, help="JSONL file to write")
     parser.set_defaults(func=run_trace)

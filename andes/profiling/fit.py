@@ -1,6 +1,6 @@
 """From measured engine steps to a latency profile JSON (spec section 4), shared by the profilers.
 
-Two profilers feed this: ``andes profile`` (the real vLLM engine, ``andes.profiling_vllm``) and
+Two profilers feed this: ``andes profile`` (the real vLLM engine, ``andes.profiling.vllm_steps``) and
 ``bench/gpu_profile.py`` (a transformers Llama with a static KV cache). Both measure steps as
 ``(num_decode, context_tokens, prefill_tokens, seconds)``, the rows ``andes.latency.fit`` takes;
 this module checks that the measured grid can determine every coefficient, fits, and writes a

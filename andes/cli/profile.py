@@ -1,6 +1,6 @@
 """``andes profile``: measure the real vLLM engine's step times, fit the latency model, write JSON.
 
-Kept apart from ``andes/cli.py`` (which calls ``add_profile_parser(subparsers)``) and importing
+Kept apart from ``andes/cli/commands.py`` (which calls ``add_profile_parser(subparsers)``) and importing
 vLLM only when the command runs, so the rest of the CLI works without the ``cpu`` extra.
 """
 
@@ -9,33 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import tempfile
 import time
 from pathlib import Path
 
-from andes.benchmarks.args import positive_int
-from andes.profiling import parse_grid
+from andes.benchmarks.args import grid_axis, positive_int
 
-__all__ = ["add_profile_parser", "model_dir", "run_profile"]
-
-
-def _grid(field: str):
-    def parse(text: str) -> tuple[int, ...]:
-        try:
-            return parse_grid(text, field)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    parse.__name__ = "grid"
-    return parse
+__all__ = ["add_profile_parser", "run_profile"]
 
 
 def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``andes profile``; its handler is ``run_profile``."""
     p = subparsers.add_parser("profile", help="measure the vLLM engine's step times and write a latency profile")
     p.add_argument("--model", default="tiny", help="'tiny' (the tiny local model) or a model directory")
-    p.add_argument("--batches", type=_grid("--batches"), default=(1, 4, 16),
+    p.add_argument("--batches", type=grid_axis("--batches"), default=(1, 4, 16),
                    help="batch sizes (requests submitted at once), comma-separated")
-    p.add_argument("--prompt-lens", type=_grid("--prompt-lens"), default=(32, 256, 1024))
+    p.add_argument("--prompt-lens", type=grid_axis("--prompt-lens"), default=(32, 256, 1024))
     p.add_argument("--output-len", type=positive_int, default=32, help="tokens generated per request")
     p.add_argument("--max-num-seqs", type=positive_int, default=16)
     p.add_argument("--max-num-batched-tokens", type=positive_int, default=512)
@@ -53,25 +41,14 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
-def model_dir(spec: str) -> Path:
-    """The model directory for ``spec``: the tiny model (built once, locally) or a given path."""
-    if spec == "tiny":
-        from andes.models.tiny import build_tiny_model
-
-        return build_tiny_model(Path(tempfile.gettempdir()) / "andes-tiny-model")
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"--model: {spec!r} is neither 'tiny' nor a model directory with a config.json")
-    return path
-
-
 def run_profile(args: argparse.Namespace) -> int:
     """Measure, fit, write the profile (validated by reading it back) and print its coefficients."""
     import numpy as np
 
     from andes.latency import TIME_FIELDS
     from andes.profiling import fit_profile, prediction_errors, write_profile
-    from andes.profiling_vllm import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
+    from andes.profiling.models import model_dir
+    from andes.profiling.vllm_steps import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
 
     grid = VllmGrid(args.batches, args.prompt_lens, args.output_len)
     grid.check()

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from andes.profiling import StepComposition, StepTiming, median_run, step_composition
+from andes.profiling.device import copy_bandwidth
+from andes.profiling.fit import StepComposition, StepTiming, kv_bytes_per_token, median_run, step_composition
 
 __all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "StepTiming", "step_composition"]
 
@@ -178,9 +179,6 @@ class VllmGrid:
 
 def engine_memory_fields(engine: InprocVllm) -> dict[str, int | float]:
     """The profile's memory fields as the running vLLM engine has them."""
-    from andes.benchmarks.gpu_profile import copy_bandwidth
-    from andes.profiling import kv_bytes_per_token
-
     cfg = engine.vllm_config
     model, par = cfg.model_config, cfg.parallel_config
     import torch

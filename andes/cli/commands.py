@@ -1,4 +1,4 @@
-"""The ``andes`` command: one entry point, a subcommand per job.
+"""The ``andes`` command tree: one entry point, a subcommand per job.
 
 - ``andes trace``: write a synthetic trace (JSONL);
 - ``andes simulate``: run one policy on a trace in virtual time and print its QoE summary;
@@ -7,6 +7,9 @@
 - ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
 - ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``);
 - ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile.
+
+Optional dependencies (Ray, httpx, vLLM, torch, Locust, matplotlib, tqdm) are imported only by
+the subcommand that runs, so building the tree (and ``--help``) needs only the core install.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import json
 import sys
 from typing import Sequence
 
-from andes.cli_profile import add_profile_parser
-from andes.cli_trace import add_trace_parser
-from andes.loadgen.sweep import add_capacity_parser
+from andes.cli.capacity import add_capacity_parser
+from andes.cli.profile import add_profile_parser
+from andes.cli.trace import add_trace_parser
 
 __all__ = ["main"]
 
