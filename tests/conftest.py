@@ -10,6 +10,7 @@ fast lane unmarked.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,15 +23,30 @@ VLLM_DIR = Path(__file__).parent / "vllm"
 PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn",
                             "os.spawn", "os.exec"})
 
+# Platform probes the standard library runs by itself (platform.processor: uname -p;
+# ctypes.util.find_library: ldconfig, a C compiler, objdump): a library's, not the test's.
+PROBES = frozenset({"uname", "ldconfig", "gcc", "cc", "ld", "objdump"})
+
 _current: list[pytest.Item] = []  # the unmarked test running now, if any
 _started: list[str] = []  # processes it started
 
 
+def _program(command: object) -> str:
+    first = command.split()[0] if isinstance(command, (str, bytes)) else list(command)[0]
+    return Path(os.fsdecode(first)).name
+
+
 def _audit(event: str, args: tuple) -> None:
     """Must never raise: an exception here would be raised by the audited call itself."""
-    if _current and event in PROCESS_EVENTS:
-        command = args[1] if event == "subprocess.Popen" and len(args) > 1 else args
+    if not _current or event not in PROCESS_EVENTS:
+        return
+    try:
+        command = args[1] if event == "subprocess.Popen" else args
+        if event == "subprocess.Popen" and _program(command) in PROBES:
+            return
         _started.append(f"{event} {command!r:.200}")
+    except Exception:  # noqa: BLE001 - an odd argument list is still a process started
+        _started.append(event)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,6 +61,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if VLLM_DIR in item.path.parents:

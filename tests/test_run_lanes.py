@@ -64,6 +64,9 @@ def test_marked_starts_a_process():
 
 def test_unmarked_starts_nothing():
     pass
+
+def test_unmarked_probes_the_platform():
+    subprocess.run(["uname", "-p"], check=True, capture_output=True)
 '''
 
 
@@ -77,12 +80,12 @@ def test_an_unmarked_test_that_starts_a_process_fails(pytester):
     (pytester.path / "vllm").mkdir()
     (pytester.path / "vllm" / "test_engine.py").write_text("def test_needs_vllm():\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rE")
-    result.assert_outcomes(passed=4, errors=1)
+    result.assert_outcomes(passed=5, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_unmarked_starts_a_process*",
                                  "test_guarded.py::test_unmarked_starts_a_process starts processes *"])
     assert "subprocess.Popen ['true']" in result.stdout.str()
     vllm_only = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "vllm")
     vllm_only.assert_outcomes(passed=1)
     fast = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", run_lanes.FAST)
-    fast.assert_outcomes(passed=2, errors=1)  # tests/vllm/ not even collected
+    fast.assert_outcomes(passed=3, errors=1)  # tests/vllm/ not even collected
     assert "deselected" in fast.stdout.str() and "test_engine" not in fast.stdout.str()
