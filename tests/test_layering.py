@@ -1,6 +1,6 @@
 """The layering rule: no module under andes/ imports a layer above its own.
 
-Layers, bottom to top (README, Architecture; docs of the target in the design notes):
+Layers, bottom to top (README, Architecture: the layering rule):
 core < engines < serve < client < tools. Within a layer imports are free. Every ``andes.*``
 import counts wherever it stands: at module level, inside a function (a lazy import is still a
 dependency, only a later one) and under ``if TYPE_CHECKING:`` (a type named from a layer above

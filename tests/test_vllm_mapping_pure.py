@@ -116,7 +116,8 @@ def test_view_from_row_blocks_equals_view_of_all():
     tracks = [RequestTrack(1.0, 4.8, r.arrival_time, last_change=r.arrival_time) for r in reqs]
     tracks[1].on_tokens(2, 3.0)
     whole = build_view(reqs, tracks, 2, 16)
-    parts = view_from_rows(np.concatenate([request_rows(reqs[:2], tracks[:2]), request_rows(reqs[2:], tracks[2:])]), 2, 16)
+    rows = np.concatenate([request_rows(reqs[:2], tracks[:2]), request_rows(reqs[2:], tracks[2:])])
+    parts = view_from_rows(rows, 2, 16)
     for name in ("is_running", "arrival", "num_blocks", "last_digest", "num_output_tokens", "num_uncomputed"):
         np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))
 
