@@ -29,6 +29,7 @@ def test_summarise_counts_the_window_and_the_added_delay():
     assert out["share_multi_token_events"] == pytest.approx(6 / 9)
 
 
+@pytest.mark.subprocess
 def test_tiny_run_of_engine_and_uvicorn_modes(tmp_path):
     assert main(["--modes", "engine,uvicorn", "--streams", "4", "--contrast-streams", "none",
                  "--paced-streams", "4", "--warmup", "0.5", "--duration", "1.5",

@@ -19,6 +19,8 @@ from andes.loadgen.schedule import ScheduleSpec, build_trace
 from andes.loadgen.serve_proc import start_serve, wait_ready
 from andes.loadgen.sweep import DEFAULT_LOCUSTFILE, locust_command
 
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess]  # `serve run` starts Ray in its process
+
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 # Short requests so a 10 s run finishes its streams quickly; text and voice classes.
 SPEC = ScheduleSpec(kind="poisson", rate=2.5, duration_s=10.0, seed=11, voice_share=0.3,

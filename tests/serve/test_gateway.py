@@ -27,6 +27,8 @@ from ray.serve.schema import ServeDeploySchema
 from andes.engines.sim_engine import make_text
 from andes.loadgen.serve_proc import free_port
 
+pytestmark = pytest.mark.ray
+
 APP = "andes"
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 

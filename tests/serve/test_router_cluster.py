@@ -26,6 +26,8 @@ from ray.serve.schema import ServeDeploySchema
 from andes.config import ServeConfig, load_config
 from andes.loadgen.serve_proc import free_port
 
+pytestmark = pytest.mark.ray
+
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 OPEN_TOKENS = 3000  # streams that outlive the test unless closed (about 25 ms per token)
 

@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from andes.loadgen.serve_proc import start_serve
+
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess]  # `serve run` starts Ray in its process
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 READY_TIMEOUT_S = 90.0  # 20-40 s on an idle 2-core machine, over 50 s when it is busy

