@@ -1,4 +1,4 @@
-"""Tests for the async engine interface over the simulator (andes.engines.sim_engine)."""
+"""Tests for the async engine interface over the simulator (andes.engines.sim.engine)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from factories import Recording, make_latency
 
 from andes.engines.base import EngineRequest, validate_expectations
-from andes.engines.sim import DONE
-from andes.engines.sim_engine import SimEngine, VirtualClock, make_text
+from andes.engines.sim import SimEngine, VirtualClock, make_text
+from andes.engines.sim.core import DONE
 from andes.scheduler.andes import AndesPolicy
 from andes.scheduler.baselines import FCFSPolicy, RoundRobinPolicy
 

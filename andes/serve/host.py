@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from andes.config import ConfigError, ReplicaConfig, load_config
 from andes.engines.base import Engine, EngineRequest, TokenEvent
-from andes.engines.sim_engine import SimEngine
+from andes.engines.sim import SimEngine
 
 __all__ = ["EngineHost", "merge_events"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from andes.config import ConfigError
 from andes.engines.base import TokenEvent
-from andes.engines.sim_engine import VirtualClock
+from andes.engines.sim import VirtualClock
 from andes.serve.host import EngineHost, merge_events
 
 

@@ -18,8 +18,8 @@ from typing import AsyncIterator, Callable, Hashable
 import numpy as np
 
 from andes.engines.base import EngineRequest, EngineStats, TokenEvent
-from andes.engines.sim import SWAPPED, WAITING, SimCore
-from andes.engines.sim_stats import from_core
+from andes.engines.sim.core import SWAPPED, WAITING, SimCore
+from andes.engines.sim.stats import from_core
 from andes.latency import LatencyModel
 from andes.routing import ReplicaStats
 from andes.scheduler.base import Policy
