@@ -7,6 +7,7 @@ and preemptions happen with a handful of requests and the whole suite stays fast
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -19,8 +20,9 @@ from andes.scheduler.base import Budget, Decision, SchedulerView
 from andes.workload import TraceRequest
 
 __all__ = [
-    "Recording", "check_decision", "ids", "make_budget", "make_latency", "make_profile",
-    "make_stats", "make_trace", "make_view", "req", "shipped_latency", "subview", "views",
+    "Recording", "check_decision", "contract_gaps", "ids", "make_budget", "make_latency",
+    "make_profile", "make_stats", "make_trace", "make_view", "req", "shipped_latency", "subview",
+    "views",
 ]
 
 
@@ -206,3 +208,25 @@ def make_stats(replica_id="r", *, num_running=0, context=500, ahead_s=0.0, tds=4
         max_num_seqs=256, is_running=np.arange(n) < num_running, age_s=np.full(n, age),
         ttft=np.ones(n), tds=np.full(n, tds), num_tokens=tokens, last_digest=digest,
         delay_area=np.zeros(n), context_tokens=np.where(tokens > 0, context, 200.0))
+
+
+def contract_gaps(engine_class: type) -> list[str]:
+    """How ``engine_class`` departs from ``andes.engines.base.Engine``: each call it lacks, or
+    offers with other parameters or as a coroutine where the contract has none (or the reverse)."""
+    from andes.engines.base import Engine
+
+    gaps = []
+    for name, wanted in vars(Engine).items():
+        if name.startswith("_") or not callable(wanted):
+            continue
+        offered = getattr(engine_class, name, None)
+        if not callable(offered):
+            gaps.append(f"{name}: missing")
+            continue
+        if inspect.iscoroutinefunction(offered) != inspect.iscoroutinefunction(wanted):
+            gaps.append(f"{name}: async in one and not the other")
+        params = [p for p in inspect.signature(offered).parameters.values()
+                  if p.default is inspect.Parameter.empty]
+        if [p.name for p in params] != list(inspect.signature(wanted).parameters):
+            gaps.append(f"{name}: parameters {[p.name for p in params]}")
+    return gaps

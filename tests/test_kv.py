@@ -1,4 +1,4 @@
-"""Tests for andes.engines.kv.BlockPool: the can/do interface and its one invariant."""
+"""Tests for andes.engines.sim.kv.BlockPool: the can/do interface and its one invariant."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from andes.engines.kv import BlockPool
+from andes.engines.sim.kv import BlockPool
 
 
 def assert_invariant(pool: BlockPool) -> None:

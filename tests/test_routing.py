@@ -11,8 +11,7 @@ import pytest
 from factories import make_stats, make_trace
 
 from andes.benchmarks import router_bench
-from andes.engines.sim import SimCore
-from andes.engines.sim_stats import from_core
+from andes.engines.sim import SimCore, from_core
 from andes.latency import load_profile
 from andes.routing import (MAX_ENTRIES, PowerOfTwoRouter, ReplicaStats, RoundRobinRouter, Router,
                            headroom, headrooms)

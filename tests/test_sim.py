@@ -1,4 +1,4 @@
-"""Tests for the simulated engine core (andes.engines.sim): SimCore stepping and simulate()."""
+"""Tests for the simulated engine core (andes.engines.sim.core): SimCore stepping and simulate()."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from factories import Recording, make_latency, make_trace, shipped_latency
 
-from andes.engines.sim import DONE, RUNNING, SWAPPED, WAITING, SimCore, simulate
+from andes.engines.sim.core import DONE, RUNNING, SWAPPED, WAITING, SimCore, simulate
 from andes.qoe import qoe
 from andes.scheduler.andes import AndesConfig, AndesPolicy
 from andes.scheduler.baselines import FCFSPolicy, LeastQoEFirstPolicy, RoundRobinPolicy

@@ -1,4 +1,4 @@
-"""Tests for the async engine interface over the simulator (andes.engines.sim_engine)."""
+"""Tests for the async engine interface over the simulator (andes.engines.sim.engine)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 import math
 
 import pytest
-from factories import Recording, make_latency
+from factories import Recording, contract_gaps, make_latency
 
+from andes.config import PolicyConfig
 from andes.engines.base import EngineRequest, validate_expectations
-from andes.engines.sim import DONE
-from andes.engines.sim_engine import SimEngine, VirtualClock, make_text
+from andes.engines.sim import SimEngine, VirtualClock, make_text
+from andes.engines.sim.core import DONE
 from andes.scheduler.andes import AndesPolicy
 from andes.scheduler.baselines import FCFSPolicy, RoundRobinPolicy
 
@@ -240,18 +241,23 @@ def test_validate_expectations_accepts_typical_readers():
 
 def test_set_policy_switches_between_requests():
     async def main():
-        first, second = Recording(FCFSPolicy(), name="first"), Recording(RoundRobinPolicy(), name="second")
+        first = Recording(FCFSPolicy(), name="first")
         engine, _ = make_engine(first)
         check_stream(await collect(engine.submit(request("a"))), 5, "stop")
         assert engine.stats().policy == "first"
         calls = len(first.views)
         assert calls > 0
-        engine.set_policy(second)
-        assert engine.stats().policy == "second"
+        await engine.set_policy(PolicyConfig(name="round_robin", round_robin_quantum_s=2.5))
+        assert engine.stats().policy == "round_robin"
+        assert isinstance(engine.core.policy, RoundRobinPolicy) and engine.core.policy.quantum_s == 2.5
         check_stream(await collect(engine.submit(request("b"))), 5, "stop")
-        assert len(first.views) == calls and len(second.views) > 0
+        assert len(first.views) == calls
 
     asyncio.run(main())
+
+
+def test_the_simulated_engine_offers_every_call_of_the_engine_contract():
+    assert contract_gaps(SimEngine) == []
 
 
 def test_stats_count_steps_and_report_the_policy():
@@ -296,8 +302,8 @@ def test_a_busy_consumer_gets_tokens_together_and_the_engine_keeps_its_modelled_
 
     async def run():
         events = []
-        req = dict(request_id="r", ttft=1.0, tds=4.8, max_tokens=60, num_prompt_tokens=8,
-                   output_tokens=60)
+        req = EngineRequest(request_id="r", ttft=1.0, tds=4.8, max_tokens=60, num_prompt_tokens=8,
+                            output_tokens=60)
         step = None
         async for event in host.generate(req, max_tokens_per_event=16):
             events.append(event)

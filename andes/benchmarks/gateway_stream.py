@@ -208,11 +208,13 @@ def http_stream_fn(client: httpx.AsyncClient, url: str, max_tokens: int, tds: fl
 
 def engine_stream_fn(host: Any, max_tokens: int, max_tokens_per_event: int, tds: float) -> StreamFn:
     """One request consumed straight from ``EngineHost.generate`` (the engine alone)."""
+    from andes.engines.base import EngineRequest
+
     num_prompt = len(PROMPT.split())
 
     async def one(_: int, sample: Sample) -> None:
-        request = {"request_id": uuid.uuid4().hex, "ttft": 10.0, "tds": tds, "max_tokens": max_tokens,
-                   "prompt": PROMPT, "num_prompt_tokens": num_prompt}
+        request = EngineRequest(uuid.uuid4().hex, ttft=10.0, tds=tds, max_tokens=max_tokens,
+                                prompt=PROMPT, num_prompt_tokens=num_prompt)
         async for event in host.generate(request, max_tokens_per_event):
             if event.token_ids:
                 sample.event(time.monotonic(), len(event.token_ids), event.time)

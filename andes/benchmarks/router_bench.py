@@ -26,8 +26,7 @@ import numpy as np
 from andes.benchmarks.args import names, positive_floats, positive_ints
 from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.runner import TraceSpec
-from andes.engines.sim import SimCore
-from andes.engines.sim_stats import from_core
+from andes.engines.sim import SimCore, from_core
 from andes.latency import DEFAULT_PROFILE, LatencyModel, load_profile
 from andes.qoe import summarize
 from andes.routing import PowerOfTwoRouter, RoundRobinRouter, Router

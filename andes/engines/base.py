@@ -3,14 +3,19 @@
 ``submit`` returns an async stream of ``TokenEvent``; the last event of every stream carries a
 ``finish_reason`` (``stop``, ``length``, ``abort`` or ``error``), so a consumer never hangs on a
 stream that silently ended. ``abort`` ends a stream early and frees its memory. ``stats`` is a
-cheap snapshot for routing and metrics. The replica, the benchmarks and the tests depend on this
-interface, never on a particular engine.
+cheap snapshot for metrics, ``routing_report`` the router's view, ``set_policy`` switches the
+policy between steps and ``shutdown`` ends every stream. The replica, the benchmarks and the
+tests depend on this interface, never on a particular engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Literal, Protocol
+from typing import TYPE_CHECKING, AsyncIterator, Hashable, Literal, Protocol
+
+if TYPE_CHECKING:  # annotations only: andes.config imports this module
+    from andes.config import PolicyConfig
+    from andes.routing import ReplicaStats
 
 from andes.expectations import validate_expectations  # re-exported: its home is andes.expectations
 
@@ -83,16 +88,37 @@ class EngineStats:
 
 
 class Engine(Protocol):
-    """What every engine offers the replica, the benchmarks and the tests."""
+    """What every engine offers the replica, the benchmarks and the tests.
+
+    All calls are made from the event loop the engine runs on; none blocks it.
+    """
 
     def submit(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
-        """Queue ``request``; iterate the result for its tokens (the last event is final)."""
+        """Queue ``request``; iterate the result for its tokens (the last event is final).
+
+        Raises ``ValueError`` naming the field when the engine cannot take the request.
+        """
         ...
 
     async def abort(self, request_id: str) -> None:
-        """End ``request_id`` now; its stream gets a final ``abort`` event."""
+        """End ``request_id`` now; its stream gets a final ``abort`` event (unknown ids: no-op)."""
         ...
 
     def stats(self) -> EngineStats:
         """Current counters (cheap; called on every routing-stats report)."""
+        ...
+
+    def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
+        """The QoE-headroom router's view of this engine; ``timestamp`` is on the router's clock."""
+        ...
+
+    async def set_policy(self, policy: PolicyConfig) -> None:
+        """Switch to ``policy`` between two steps; open requests keep their state.
+
+        Raises when the engine cannot switch (the caller keeps its old config).
+        """
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop the engine; every open stream ends with an ``abort`` event."""
         ...

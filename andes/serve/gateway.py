@@ -9,8 +9,9 @@ disconnects makes Serve cancel the handler; the ``finally`` blocks cancel the en
 which aborts the engine request on its replica.
 
 Requests reach a replica through the QoE-headroom router (``andes.serve.router``) running in
-this replica's handle; ``Job.engine_request()`` is a plain dict so that the router can read the
-request's expectations from ``pending_request.args[0]``.
+this replica's handle; the call's first argument is the typed ``EngineRequest``
+(``Job.engine_request()``), which the router reads the request's expectations from
+(``pending_request.args[0]``) and the replica runs as it is.
 """
 
 from typing import Any

@@ -7,11 +7,12 @@ runs in plain asyncio tests with a virtual clock. Contract:
 - when the consumer stops early (Ray Serve cancels the generator on client disconnect) the
   engine request is aborted and its KV memory freed before ``generate`` returns;
 - ``reconfigure`` switches the policy between engine steps without restarting the engine;
-  engine settings (kind, profile) change only while the engine is idle.
+  engine settings (kind, profile) change only while the engine is idle, and the new engine
+  starts in a worker thread (a vLLM one takes tens of seconds on CPU) while the replica's
+  event loop keeps answering.
 
-The ``vllm`` engine is imported only when a config asks for it, so the simulated path runs
-where vLLM is not installed; it starts in a worker thread (tens of seconds on CPU) while the
-replica's event loop keeps answering.
+The host talks to the engine through ``andes.engines.base.Engine`` only; which engine a config
+names is ``andes.engines.build_engine``'s business.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from andes.config import ConfigError, ReplicaConfig, load_config
+from andes.engines import build_engine
 from andes.engines.base import Engine, EngineRequest, TokenEvent
-from andes.engines.sim_engine import SimEngine
 
 __all__ = ["EngineHost", "merge_events"]
 
@@ -60,25 +61,13 @@ class EngineHost:
         self.engine = self._build(self.config)
 
     def _build(self, config: ReplicaConfig) -> Engine:
-        engine = config.engine
-        if engine.kind == "vllm":
-            from andes.engines.vllm.engine import VllmEngine  # only vLLM replicas import vLLM
-
-            try:
-                return VllmEngine(engine.vllm, config.policy, profile=engine.profile,
-                                  placement=self.placement, clock=self._clock)
-            except ValueError as exc:  # ours name the field (engine.vllm.model: ...)
-                where = "user_config." if str(exc).startswith("engine.") else \
-                    "user_config.engine.vllm: vLLM rejected the settings: "
-                raise ConfigError(f"{where}{exc}") from None
-        return SimEngine(config.policy.build(), engine.latency_model(),
-                         clock=self._clock, sleep=self._sleep)
+        try:
+            return build_engine(config, clock=self._clock, sleep=self._sleep, placement=self.placement)
+        except ValueError as exc:  # it names the field (engine.vllm.model: ...)
+            raise ConfigError(f"user_config.{exc}") from None
 
     async def _set_policy(self, config: ReplicaConfig) -> None:
-        if config.engine.kind != "vllm":
-            self.engine.set_policy(config.policy.build())
-            return
-        try:  # the policy runs in vLLM's engine process: the switch is a call there
+        try:  # a vLLM engine's policy runs in its engine process: the switch is a call there
             await self.engine.set_policy(config.policy)
         except Exception as exc:
             raise ConfigError(f"user_config.policy: the engine could not switch policy: {exc}") from None
@@ -90,8 +79,7 @@ class EngineHost:
             if self.num_open() > 0:
                 raise ConfigError("user_config.engine: engine settings change only while the "
                                   "replica is idle (redeploy, or drain it first)")
-            new = await asyncio.to_thread(self._build, config) if config.engine.kind == "vllm" \
-                else self._build(config)
+            new = await asyncio.to_thread(self._build, config)
             old, self.engine = self.engine, new
             await old.shutdown()
         elif config.policy != self.config.policy:
@@ -111,23 +99,17 @@ class EngineHost:
         """The routing report (``andes.routing.ReplicaStats`` as a dict) the router reads.
 
         ``timestamp`` defaults to ``time.time()``: reports travel to routers in other processes
-        (each gateway's handle), so they carry wall-clock time, not this engine's clock. An
-        engine without ``routing_report`` yields ``{}``, which the router treats as "no report"
-        (power-of-two choices for this replica's deployment).
+        (each gateway's handle), so they carry wall-clock time, not this engine's clock.
         """
-        report = getattr(self.engine, "routing_report", None)
-        if report is None:
-            return {}
-        return report(replica_id, time.time() if timestamp is None else timestamp).to_dict()
+        report = self.engine.routing_report(replica_id, time.time() if timestamp is None else timestamp)
+        return report.to_dict()
 
-    async def generate(self, request: Mapping[str, Any], max_tokens_per_event: int = 16
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
                        ) -> AsyncIterator[TokenEvent]:
-        """Stream ``request`` (``EngineRequest`` fields); see the module docstring."""
-        engine_request = EngineRequest(**request)
+        """Stream ``request``; see the module docstring."""
         engine = self.engine  # a reconfigure that swaps engines must not strand this stream
         ready: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        pump = asyncio.ensure_future(
-            self._pump(engine.submit(engine_request), ready, engine_request.request_id))
+        pump = asyncio.ensure_future(self._pump(engine.submit(request), ready, request.request_id))
         finished = False
         try:
             while not finished:
@@ -142,7 +124,7 @@ class EngineHost:
         finally:
             if not finished:  # consumer left early: free the engine's memory now
                 pump.cancel()
-                await engine.abort(engine_request.request_id)
+                await engine.abort(request.request_id)
 
     async def _pump(self, stream: AsyncIterator[TokenEvent], ready: asyncio.Queue,
                     request_id: str) -> None:

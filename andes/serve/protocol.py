@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from andes.config import GatewayConfig
+from andes.engines.base import EngineRequest
 from andes.expectations import MAX_TDS, MAX_TTFT_S, estimate_prompt_tokens
 from andes.qoe import DigestState
 
@@ -210,11 +211,11 @@ class Job:
     def response_id(self) -> str:
         return ("chatcmpl-" if self.route == "chat" else "cmpl-") + self.request_id
 
-    def engine_request(self) -> dict[str, Any]:
-        """Fields of ``EngineRequest`` (a plain dict, so a router can read it)."""
-        return {"request_id": self.request_id, "ttft": self.ttft, "tds": self.tds,
-                "max_tokens": self.max_tokens, "prompt": self.prompt,
-                "num_prompt_tokens": self.num_prompt_tokens}
+    def engine_request(self) -> EngineRequest:
+        """What the replica runs and the router reads (``pending_request.args[0]``)."""
+        return EngineRequest(request_id=self.request_id, ttft=self.ttft, tds=self.tds,
+                             max_tokens=self.max_tokens, prompt=self.prompt,
+                             num_prompt_tokens=self.num_prompt_tokens)
 
     def meter(self) -> DeliveryMeter:
         return DeliveryMeter(self.ttft, self.tds, self.arrival)

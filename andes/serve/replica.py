@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
-from andes.engines.base import TokenEvent
+from andes.engines.base import EngineRequest, TokenEvent
 from andes.serve.host import EngineHost
 
 __all__ = ["EngineReplica"]
@@ -42,9 +42,9 @@ class EngineReplica:
         """Validate ``user_config`` (``andes.config.ReplicaConfig``) and apply it in place."""
         await self.host.reconfigure(user_config)
 
-    async def generate(self, request: dict[str, Any], max_tokens_per_event: int = 16
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
                        ) -> AsyncIterator[TokenEvent]:
-        """Stream ``request`` (``EngineRequest`` fields as a dict); the last event is final."""
+        """Stream ``request`` (the router reads it too); the last event is final."""
         async for event in self.host.generate(request, max_tokens_per_event):
             yield event
 

@@ -5,12 +5,12 @@ and each proxy holds its own), and asks it, per pending request, for ranked list
 This class only translates: it turns each replica's latest routing report (what
 ``EngineReplica.record_routing_stats`` returned, pushed to every handle by Serve's controller
 every ``request_routing_stats_period_s``) into ``ReplicaStats``, reads the request's
-expectations from the call's first argument (``Job.engine_request()``, a plain dict), and asks
-the pure ``Router`` -- the same code the virtual-time cluster benchmark measures -- for the
-replica with the most projected QoE headroom. That replica is the first rank; the others follow
-as a second rank, so a replica that refuses (queue full) does not stall the request.
+expectations from the call's first argument (``Job.engine_request()``, an ``EngineRequest``),
+and asks the pure ``Router`` -- the same code the virtual-time cluster benchmark measures -- for
+the replica with the most projected QoE headroom. That replica is the first rank; the others
+follow as a second rank, so a replica that refuses (queue full) does not stall the request.
 
-When a report is missing (a replica that just started, an engine without reports), unreadable,
+When a report is missing (a replica that just started), unreadable,
 or older than ``stale_after_s``, or when the call carries no expectations (``stats()`` and other
 methods), the choice falls back to power-of-two choices on Serve's own queue-length probes.
 
@@ -32,6 +32,8 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
+from andes.engines.base import EngineRequest
+from andes.expectations import estimate_prompt_tokens
 from andes.latency import DEFAULT_PROFILE, load_profile
 from andes.routing import HeadroomConfig, ReplicaStats, Router
 
@@ -51,18 +53,17 @@ class _Routed:
 
 
 def routed_request(args: Any) -> _Routed | None:
-    """The routing fields of a call to ``EngineReplica.generate`` (``None`` for other calls)."""
-    if not args or not isinstance(args[0], dict):
+    """The routing fields of a call to ``EngineReplica.generate`` (``None`` for other calls).
+
+    ``EngineRequest`` validated its expectations when the gateway built it, so they are read
+    as they are.
+    """
+    if not args or not isinstance(args[0], EngineRequest):
         return None
     request = args[0]
-    ttft, tds = request.get("ttft"), request.get("tds")
-    if not isinstance(ttft, (int, float)) or not isinstance(tds, (int, float)) or tds <= 0:
-        return None
-    prompt_tokens = request.get("num_prompt_tokens")
-    if not isinstance(prompt_tokens, int) or prompt_tokens < 1:
-        # Same estimate as the simulated engine when only text is given.
-        prompt_tokens = max(1, len(str(request.get("prompt") or "").split()))
-    return _Routed(prompt_tokens, float(ttft), float(tds))
+    # Same estimate as the simulated engine when only text is given.
+    prompt_tokens = request.num_prompt_tokens or estimate_prompt_tokens(request.prompt or "")
+    return _Routed(prompt_tokens, float(request.ttft), float(request.tds))
 
 
 class QoEHeadroomRequestRouter(RequestRouter):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from andes.config import GatewayConfig
-from andes.engines.sim_engine import make_text
+from andes.engines.sim import make_text
 from andes.expectations import estimate_prompt_tokens
 from andes.loadgen.client import StreamMeter, StreamOutcome, prompt_text, request_body, split_tokens
 from andes.qoe import live_qoe, qoe

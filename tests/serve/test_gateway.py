@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
 from ray.serve.schema import ServeDeploySchema
 
-from andes.engines.sim_engine import make_text
+from andes.engines.sim import make_text
 from andes.loadgen.serve_proc import free_port
 
 pytestmark = pytest.mark.ray

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from andes.config import ConfigError
-from andes.engines.base import TokenEvent
-from andes.engines.sim_engine import VirtualClock
+from andes.engines.base import EngineRequest, TokenEvent
+from andes.engines.sim import VirtualClock
 from andes.serve.host import EngineHost, merge_events
 
 
@@ -17,9 +17,8 @@ def make_host(config=None) -> EngineHost:
     return EngineHost(config, clock=clock, sleep=clock.sleep)
 
 
-def request(rid: str = "r", max_tokens: int = 12) -> dict:
-    return {"request_id": rid, "ttft": 1.0, "tds": 5.0, "max_tokens": max_tokens,
-            "num_prompt_tokens": 8}
+def request(rid: str = "r", max_tokens: int = 12) -> EngineRequest:
+    return EngineRequest(rid, ttft=1.0, tds=5.0, max_tokens=max_tokens, num_prompt_tokens=8)
 
 
 def run(coro):
@@ -129,13 +128,31 @@ def test_engine_settings_change_only_while_idle():
     assert host.engine is not old and host.config.engine.profile == "opt-66b-a100x4"
 
 
-def test_invalid_engine_request_is_rejected_before_submission():
+def test_a_policy_the_engine_cannot_switch_to_is_a_config_error_and_the_old_config_stays():
     async def main():
-        host = make_host()
-        with pytest.raises(ValueError, match="tds"):
-            _ = [e async for e in host.generate({**request(), "tds": 0.0})]
-        return host.num_open()
-    assert run(main()) == 0
+        host = make_host({"policy": {"name": "fcfs"}})
+
+        async def refuse(policy):
+            raise RuntimeError(f"cannot run {policy.name}")
+        host.engine.set_policy = refuse
+        with pytest.raises(ConfigError, match=r"user_config\.policy: .*cannot run lqf"):
+            await host.reconfigure({"policy": {"name": "lqf"}})
+        return host
+    host = run(main())
+    assert host.config.policy.name == "fcfs" and host.stats()["policy"] == "fcfs"
+
+
+def test_routing_stats_are_the_engines_report_with_the_callers_timestamp():
+    async def main():
+        host = make_host({"policy": {"name": "fcfs"}})
+        stream = host.generate(request(max_tokens=200), 1)
+        await stream.__anext__()
+        report = host.routing_stats("replica-1", timestamp=123.0)
+        await stream.aclose()
+        return report
+    report = run(main())
+    assert report["replica_id"] == "replica-1" and report["timestamp"] == 123.0
+    assert report["num_running"] == 1 and report["tds"] == [5.0] and report["num_tokens"][0] >= 1
 
 
 def test_an_engine_stream_that_fails_still_ends_with_a_final_error_event():

@@ -11,7 +11,7 @@ import openai
 import pytest
 import uvicorn
 
-from andes.engines.sim_engine import make_text
+from andes.engines.sim import make_text
 from andes.loadgen.serve_proc import free_port
 from andes.serve.local import make_local_app
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
 from andes.config import GatewayConfig
+from andes.engines.base import EngineRequest
 from andes.qoe import qoe
 from andes.serve.protocol import ApiError, DeliveryMeter, parse_request, sse
 
@@ -25,6 +27,16 @@ def test_defaults_follow_spec_section_1_and_the_service_class():
     assert (long.ttft, long.tds) == (2.0, 3.3)
     given = parse({"prompt": "x", "ttft": 0.5, "tds": 20, "service_class": "voice", "max_tokens": 7})
     assert (given.ttft, given.tds, given.max_tokens) == (0.5, 20.0, 7)
+
+
+def test_the_engine_request_is_typed_frozen_and_crosses_a_process_boundary():
+    job = parse({"prompt": "one two three", "ttft": 0.5, "tds": 20, "max_tokens": 7})
+    request = job.engine_request()
+    assert request == EngineRequest(job.request_id, ttft=0.5, tds=20.0, max_tokens=7,
+                                    prompt="one two three", num_prompt_tokens=3)
+    assert pickle.loads(pickle.dumps(request)) == request  # what a Ray handle does to it
+    with pytest.raises(AttributeError):
+        request.tds = 1.0  # type: ignore[misc]
 
 
 def test_chat_messages_become_one_prompt():

@@ -18,11 +18,11 @@ from factories import make_stats
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID
 from ray.serve.request_router import PendingRequest
 
+from andes.engines.base import EngineRequest
 from andes.serve.router import QoEHeadroomRequestRouter, routed_request
 
 DEPLOYMENT = DeploymentID(name="EngineReplica", app_name="andes")
-NEW = {"request_id": "x", "ttft": 1.0, "tds": 4.8, "max_tokens": 300, "prompt": None,
-       "num_prompt_tokens": 200}
+NEW = EngineRequest("x", ttft=1.0, tds=4.8, max_tokens=300, num_prompt_tokens=200)
 
 
 @dataclass
@@ -107,9 +107,9 @@ def test_a_report_is_parsed_once_until_the_replica_sends_a_new_one():
 
 @pytest.mark.parametrize("args, expected", [
     ((NEW,), (200, 1.0, 4.8)),
-    (({**NEW, "num_prompt_tokens": None, "prompt": "three word prompt"},), (3, 1.0, 4.8)),
-    (({"ttft": "soon", "tds": 4.8},), None),
-    (({"ttft": 1.0, "tds": 0},), None),
+    ((replace(NEW, num_prompt_tokens=None, prompt="three word prompt"),), (3, 1.0, 4.8)),
+    ((replace(NEW, num_prompt_tokens=None), 16), (1, 1.0, 4.8)),
+    (({"request_id": "x", "ttft": 1.0, "tds": 4.8, "num_prompt_tokens": 200},), None),  # typed only
     ((), None),
     (("text",), None),
 ])

@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 import pytest
+from factories import contract_gaps
 
-from andes.config import PolicyConfig, VllmSettings
+from andes.config import ConfigError, PolicyConfig, VllmSettings
 from andes.engines.base import EngineRequest
 from andes.qoe import qoe
 
@@ -87,6 +88,35 @@ async def wait_until_idle(engine, timeout: float = 5.0):
                 or time.monotonic() > deadline:
             return stats
         await asyncio.sleep(0.02)
+
+
+def test_the_vllm_engine_offers_every_call_of_the_engine_contract():
+    from andes.engines.vllm.engine import VllmEngine
+
+    assert contract_gaps(VllmEngine) == []
+
+
+def test_a_replica_config_naming_no_model_directory_fails_naming_the_field(tmp_path):
+    from andes.serve.host import EngineHost
+
+    config = {"engine": {"kind": "vllm", "vllm": {"model": str(tmp_path), "kv_cache_bytes": 1 << 20}}}
+    with pytest.raises(ConfigError, match=r"^user_config\.engine\.vllm\.model: .*no config\.json"):
+        EngineHost(config)
+
+
+def test_engine_arguments_carry_the_scheduler_its_policy_and_the_cpu_binding():
+    from andes.engines.vllm.launch import cpu_cores, engine_args
+    from andes.engines.vllm.placement import available_cpus
+
+    settings = VllmSettings(model="~/m", kv_cache_bytes=1 << 20, scheduler="andes")
+    args = engine_args(settings, PolicyConfig(name="lqf"), "llama2-13b-a100")
+    assert args.scheduler_cls == "andes.engines.vllm.control.AndesScheduler" and args.enforce_eager
+    assert args.additional_config["andes"]["policy"]["name"] == "lqf"
+    assert args.additional_config["andes"]["profile"] == "llama2-13b-a100"
+    assert not args.model.startswith("~")
+    assert cpu_cores(settings, None) is None  # unplaced, no cpu_threads: vLLM's own choice
+    assert cpu_cores(settings.model_copy(update={"cpu_threads": 1}), (0, 1)) == available_cpus()[:1]
+    assert cpu_cores(settings.model_copy(update={"device": "cuda", "kv_cache_bytes": None}), (0, 2)) is None
 
 
 def test_stream_delivers_deltas_and_exactly_one_final_event(engine, loop):

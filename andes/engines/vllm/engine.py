@@ -10,45 +10,36 @@ Where things run: vLLM's scheduler (and so the policy) lives in vLLM's engine-co
 which ``AsyncLLM`` spawns; this object lives in the caller's event loop. Per-request
 expectations travel as ``SamplingParams.extra_args`` (``ttft``, ``tds``), checked here first so
 a bad value is a ``ValueError`` naming the field, never a failure inside the engine. Counters
-arrive with every engine step through a vLLM stat logger (``_StepRecorder``); policy switches
-and exact KV counts go through the ``andes_control`` utility that ``control`` installs in the
-engine-core process.
+arrive with every engine step through a vLLM stat logger (``launch`` starts vLLM with it);
+policy switches and exact KV counts go through the ``andes_control`` utility that ``control``
+installs in the engine-core process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
-import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Hashable
 
 import numpy as np
 from vllm import SamplingParams
-from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.metrics.loggers import StatLoggerBase
 
 from andes.config import PolicyConfig, VllmSettings
 from andes.engines.base import EngineRequest, EngineStats, FinishReason, TokenEvent
-from andes.engines.vllm.placement import available_cpus, cores_for, omp_bind
+from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
+                                       start_llm)
 from andes.latency import DEFAULT_PROFILE
 from andes.qoe import DigestState
 from andes.routing import MAX_ENTRIES, ReplicaStats
 
 __all__ = ["SAMPLING_KEYS", "SCHEDULER_CLASSES", "VllmEngine"]
-
-SCHEDULER_CLASSES = {
-    "andes": "andes.engines.vllm.control.AndesScheduler",
-    "vllm": "andes.engines.vllm.control.VllmScheduler",
-}
 
 # Sampling settings a request may carry (``EngineRequest.sampling``); greedy unless it says so.
 SAMPLING_KEYS = frozenset({
@@ -57,7 +48,6 @@ SAMPLING_KEYS = frozenset({
 })
 
 _FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
-_ENV_LOCK = threading.Lock()  # engines started from threads must not mix their environments
 
 
 @dataclass(eq=False)
@@ -71,42 +61,6 @@ class _Stream:
     last_token_time: float = -math.inf
     num_preemptions: int = 0
     finished: bool = False
-
-
-class _StepRecorder(StatLoggerBase):
-    """vLLM calls ``record`` once per engine step in the caller's process; it feeds the engine."""
-
-    def __init__(self, vllm_config: Any, engine_index: int = 0, *, sink: Callable | None = None) -> None:
-        self._sink = sink
-
-    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
-        if self._sink is not None:
-            self._sink(scheduler_stats, iteration_stats)
-
-    def log_engine_initialized(self) -> None:
-        pass
-
-
-def _default_cache_root() -> None:
-    """Keep vLLM's compile caches inside a source checkout (``.cache/vllm``), not in ``$HOME``."""
-    if "VLLM_CACHE_ROOT" in os.environ:
-        return
-    root = Path(__file__).resolve().parents[3]
-    if (root / "pyproject.toml").is_file():
-        os.environ["VLLM_CACHE_ROOT"] = str(root / ".cache" / "vllm")
-
-
-def _check_settings(settings: VllmSettings) -> None:
-    from vllm.platforms import current_platform
-
-    device = "cpu" if current_platform.is_cpu() else "cuda" if current_platform.is_cuda() else "other"
-    if device != settings.device:
-        raise ValueError(f"engine.vllm.device: {settings.device!r}, but the installed vLLM build "
-                         f"runs on {device!r} (install the matching extra, or change device)")
-    model = Path(settings.model).expanduser()
-    if not (model / "config.json").is_file():
-        raise ValueError(f"engine.vllm.model: {settings.model!r} is not a local model directory "
-                         "(no config.json); nothing is downloaded — build one with `andes model tiny DIR`")
 
 
 class VllmEngine:
@@ -126,14 +80,12 @@ class VllmEngine:
         placement: tuple[int, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_settings(settings)
+        check_settings(settings)
+        policy = policy or PolicyConfig()
         self.settings = settings
         self.clock = clock
-        self.policy_name = (policy or PolicyConfig()).name if settings.scheduler == "andes" else "vllm"
-        self.cpu_cores: list[int] | None = None
-        if settings.device == "cpu" and (placement is not None or settings.cpu_threads is not None):
-            rank, count = placement or (0, 1)
-            self.cpu_cores = cores_for(rank, count, settings.cpu_threads, available_cpus())
+        self.policy_name = policy.name if settings.scheduler == "andes" else "vllm"
+        self.cpu_cores = cpu_cores(settings, placement)
         self._streams: dict[str, _Stream] = {}
         self._closed = False
         # Step counters, fed by ``_on_step`` (vLLM's stat logger hook).
@@ -144,49 +96,8 @@ class VllmEngine:
         self._last_step_at: float | None = None
         self._num_steps = self._num_preemptions = self._num_finished = 0
 
-        eager = settings.enforce_eager if settings.enforce_eager is not None else settings.device == "cpu"
-        args = AsyncEngineArgs(
-            model=str(Path(settings.model).expanduser()),
-            dtype=settings.dtype,
-            seed=settings.seed,
-            max_num_seqs=settings.max_num_seqs,
-            max_model_len=settings.max_model_len,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            kv_cache_memory_bytes=settings.kv_cache_bytes,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            stream_interval=settings.stream_interval,
-            enforce_eager=eager,
-            scheduler_cls=SCHEDULER_CLASSES[settings.scheduler],
-            additional_config={"andes": {"policy": (policy or PolicyConfig()).model_dump(),
-                                         "profile": profile}},
-        )
-        this = weakref.ref(self)  # vLLM keeps the logger; it must not keep this engine alive
-
-        def sink(scheduler_stats, iteration_stats) -> None:
-            engine = this()
-            if engine is not None:
-                engine._on_step(scheduler_stats, iteration_stats)
-
-        def factory(vllm_config, engine_index=0):
-            return _StepRecorder(vllm_config, engine_index, sink=sink)
-
-        env = {"VLLM_CPU_OMP_THREADS_BIND": omp_bind(self.cpu_cores)} if self.cpu_cores else {}
-        with _ENV_LOCK:
-            _default_cache_root()
-            saved = {key: os.environ.get(key) for key in env}
-            os.environ.update(env)  # the engine processes inherit it when vLLM spawns them
-            try:
-                vllm_config = args.create_engine_config()
-                # log_stats=False with a custom logger: per-step stats on, vLLM's console log off.
-                self._llm = AsyncLLM(vllm_config, executor_class=_executor_class(vllm_config),
-                                     log_stats=False, stat_loggers=[factory], log_requests=False)
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        self._llm, vllm_config = start_llm(engine_args(settings, policy, profile), self.cpu_cores,
+                                           self._step_sink())
         cache = vllm_config.cache_config
         self.block_size = int(cache.block_size)
         self.num_total_blocks = max(1, int(cache.num_gpu_blocks or 1) - 1)  # less vLLM's null block
@@ -442,6 +353,17 @@ class VllmEngine:
             if not stream.finished and stream.task is not None:
                 stream.task.cancel()
 
+    def _step_sink(self) -> StepSink:
+        """What vLLM's per-step stat logger calls: ``_on_step``, while this engine lives."""
+        this = weakref.ref(self)  # vLLM keeps the logger; it must not keep this engine alive
+
+        def sink(scheduler_stats, iteration_stats) -> None:
+            engine = this()
+            if engine is not None:
+                engine._on_step(scheduler_stats, iteration_stats)
+
+        return sink
+
     def _on_step(self, scheduler_stats, iteration_stats) -> None:
         now = self.clock()
         busy = self._num_running > 0
@@ -459,9 +381,3 @@ class VllmEngine:
             gap = now - self._last_step_at
             self._step_ewma = gap if self._step_ewma == 0.0 else 0.9 * self._step_ewma + 0.1 * gap
         self._last_step_at = now
-
-
-def _executor_class(vllm_config: Any) -> type:
-    from vllm.v1.executor import Executor
-
-    return Executor.get_class(vllm_config)

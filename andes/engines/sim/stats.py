@@ -11,7 +11,7 @@ from typing import Hashable
 
 import numpy as np
 
-from andes.engines.sim import RUNNING, SimCore
+from andes.engines.sim.core import RUNNING, SimCore
 from andes.routing import MAX_ENTRIES, ReplicaStats
 
 __all__ = ["from_core"]

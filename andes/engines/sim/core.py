@@ -7,7 +7,7 @@ by slot, so a step costs a handful of vector operations whatever the batch size;
 lets a 10,000-request trace run in seconds.
 
 Two drivers use it: ``simulate`` runs a trace in virtual time for benchmarks, and ``SimEngine``
-(``andes.engines.sim_engine``) runs it against a real clock behind the engine interface.
+(``andes.engines.sim.engine``) runs it against a real clock behind the engine interface.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from andes.engines.kv import BlockPool
+from andes.engines.sim.kv import BlockPool
 from andes.latency import LatencyModel
 from andes.latency_refit import OnlineRefit
 from andes.qoe import RequestOutcome, qoe_from_state

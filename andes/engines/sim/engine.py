@@ -13,17 +13,20 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Callable, Hashable
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Hashable
 
 import numpy as np
 
 from andes.engines.base import EngineRequest, EngineStats, TokenEvent
-from andes.engines.sim import SWAPPED, WAITING, SimCore
-from andes.engines.sim_stats import from_core
+from andes.engines.sim.core import SWAPPED, WAITING, SimCore
+from andes.engines.sim.stats import from_core
 from andes.latency import LatencyModel
 from andes.expectations import estimate_prompt_tokens
 from andes.routing import ReplicaStats
 from andes.scheduler.base import Policy
+
+if TYPE_CHECKING:
+    from andes.config import PolicyConfig
 
 __all__ = ["SimEngine", "VirtualClock", "make_text"]
 
@@ -91,9 +94,9 @@ class SimEngine:
         self._ids = itertools.count()
 
     # -- the engine interface -------------------------------------------------------------------
-    def set_policy(self, policy: Policy) -> None:
+    async def set_policy(self, policy: PolicyConfig) -> None:
         """Swap the scheduling policy between steps (running requests keep their state)."""
-        self.core.policy = policy
+        self.core.policy = policy.build()
 
     def submit(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
         """Queue ``request`` now; its stream ends with a final event whatever happens."""
