@@ -56,6 +56,7 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"]],
                          ids=" ".join)
+@pytest.mark.subprocess
 def test_help_needs_only_the_core(argv, tmp_path):
     result = run_core_only(*argv, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -63,6 +64,7 @@ def test_help_needs_only_the_core(argv, tmp_path):
     assert blocked_attempts(result) == []
 
 
+@pytest.mark.subprocess
 def test_trace_runs_with_only_the_core(tmp_path):
     result = run_core_only("trace", "--kind", "gamma", "--rate", "3", "--num-requests", "25", "--seed", "1",
                            "-o", "t.jsonl", cwd=tmp_path)
@@ -72,6 +74,7 @@ def test_trace_runs_with_only_the_core(tmp_path):
     assert blocked_attempts(result) == []
 
 
+@pytest.mark.subprocess
 def test_simulate_runs_with_only_the_core(tmp_path):
     result = run_core_only("simulate", "--rate", "2", "--num-requests", "20", "--policy", "andes", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -79,6 +82,7 @@ def test_simulate_runs_with_only_the_core(tmp_path):
     assert blocked_attempts(result) == []
 
 
+@pytest.mark.subprocess
 def test_capacity_checks_its_flags_with_only_the_core(tmp_path):
     # the subcommand's own modules import without Locust or httpx; only a sweep needs them
     result = run_core_only("capacity", "--url", "http://127.0.0.1:1", cwd=tmp_path)
