@@ -177,7 +177,7 @@ class RouterConfig(_Strict):
     """
 
     name: Literal["headroom", "power_of_two"] = "headroom"
-    """``headroom``: projected QoE headroom (spec section 6); ``power_of_two``: Serve's default."""
+    """``headroom``: projected QoE headroom (docs/design.md#routing); ``power_of_two``: Serve's default."""
     stats_period_s: float = Field(1.0, gt=0, le=60)
     stale_after_s: float = Field(3.0, gt=0, le=600)
     horizon_s: float = Field(20.0, gt=0, le=3600)

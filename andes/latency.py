@@ -1,4 +1,4 @@
-"""Engine step latency model (spec section 4), shared by the scheduler and the simulated engine.
+"""Engine step latency model (docs/design.md#latency-model), shared by the scheduler and the simulated engine.
 
 The scheduler decides with the same numbers the simulator charges, so a policy cannot win in
 simulation by exploiting a cost the real engine does not have. One engine step costs

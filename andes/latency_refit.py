@@ -1,4 +1,4 @@
-"""Online refinement of the latency model from the engine's own measured steps (spec section 4).
+"""Online refinement of the latency model from the engine's own measured steps (docs/design.md#latency-model).
 
 An offline profile is measured once, on one machine, with one engine configuration; the host
 the engine actually runs on drifts from it (other tenants, thermal state, a different thread

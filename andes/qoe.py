@@ -1,4 +1,4 @@
-"""Quality of experience (QoE) of a streamed response, as defined in spec section 2.
+"""Quality of experience (QoE) of a streamed response, as defined in docs/design.md#qoe.
 
 Every user-facing number in Andes (the scheduler's gains, the router's headroom, the benchmark
 tables, the client's buffer) comes from this one module, so that the policy optimises exactly
@@ -9,8 +9,10 @@ expects it at ``e_i = ttft + i / tds`` and digests it at ``c_i = max(t_i, c_{i-1
 QoE is ``1 - S_delay / S_whole`` where ``S_delay = sum max(0, c_i - e_i)`` and
 ``S_whole = sum max(0, c_end - e_i)``.
 
-Three forms share that definition:
+Four forms share that definition:
 - ``qoe`` / ``live_qoe``: one request from its token times (reference implementation);
+- ``qoe_many``: the final QoE of many requests at once, padded into NumPy arrays in chunks
+  (benchmarks score tens of thousands);
 - ``DigestState``: the same quantities kept incrementally, O(1) per token, for engines;
 - ``project_qoe``: a closed form over NumPy arrays of many requests for the scheduler, which
   must evaluate thousands of "what if" timelines every engine step.
@@ -85,7 +87,7 @@ def _ratio_to_qoe(s_delay, s_whole):
 def qoe(times: Sequence[float] | np.ndarray, ttft: float, tds: float) -> float:
     """Final QoE of one request whose tokens were delivered at ``times`` (s after arrival).
 
-    A request with no tokens at all scores 0: it failed, which spec section 2 counts as QoE 0.
+    A request with no tokens at all scores 0: it failed, which docs/design.md#qoe counts as QoE 0.
     """
     t = np.asarray(times, dtype=np.float64)
     if t.size == 0:
@@ -329,7 +331,7 @@ class RequestOutcome:
 
     ``token_times`` are seconds after arrival. ``failed``/``aborted`` are server-side ends and
     count (QoE 0 if no token came); ``cancelled`` is the client's choice and is excluded from
-    the averages (spec section 2).
+    the averages (docs/design.md#qoe).
     """
 
     request_id: str
@@ -372,7 +374,7 @@ def delivered_tds(token_times: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class ServiceSummary:
-    """Service-level QoE figures over many requests (spec section 2)."""
+    """Service-level QoE figures over many requests (docs/design.md#qoe)."""
 
     num_requests: int
     num_cancelled: int

@@ -1,4 +1,4 @@
-"""Tests for the Andes policy (spec sections 3 and 7): gains, knapsack, preemption cap, config."""
+"""Tests for the Andes policy (docs/design.md#scheduling and #published-implementation): gains, knapsack, preemption cap, config."""
 
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def test_config_accepts_edges():
     AndesConfig(max_preemptions_per_request=math.inf, pressure_threshold=1.0)
 
 
-# ---------------------------------------------------------------- (g) spec section 7 pitfalls
+# ---------------------------------------------------------------- (g) pitfalls of the published implementation (docs/design.md#published-implementation)
 
 
 def test_pitfall_last_token_lateness_counts():

@@ -145,7 +145,7 @@ def test_negative_inputs_rejected():
 @pytest.mark.parametrize("tokens, blocks", [(0, 0), (1, 1), (15, 1), (16, 1), (17, 2), (31, 2),
                                             (32, 2), (33, 3), (24, 2), (40, 3), (4096, 256)])
 def test_blocks_for_is_a_ceiling(tokens, blocks):
-    # 24 and 40 are x.5 blocks, where round-half-to-even would give 2 and 2 (spec section 7).
+    # 24 and 40 are x.5 blocks, where round-half-to-even would give 2 and 2 (docs/design.md#published-implementation).
     m = LatencyModel(make_profile())
     assert m.blocks_for(tokens) == blocks
     assert m.blocks_for(np.array([tokens]))[0] == blocks

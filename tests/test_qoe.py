@@ -1,4 +1,4 @@
-"""Tests pinning the QoE metric of spec section 2 (andes/qoe.py)."""
+"""Tests pinning the QoE metric of docs/design.md#qoe (andes/qoe.py)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_digest_times_hand_example():
 
 
 # ---------------------------------------------------------------------------------------------
-# properties of spec section 2
+# properties of docs/design.md#qoe
 
 
 @FAST

@@ -2,7 +2,7 @@
 
 QoE is measured where the reader is: each token's time is when its chunk reached the client,
 relative to when the client sent the request, and ``andes.qoe`` turns those into digest times
-(the client buffer of spec section 5 releases token i at ``c_i``) and QoE. The gateway's own
+(the client buffer, docs/design.md#client-buffer, releases token i at ``c_i``) and QoE. The gateway's own
 figure (the final chunk's ``andes`` object, measured where tokens leave the server) is kept
 beside it; the difference is network and client overhead.
 

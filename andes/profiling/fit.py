@@ -1,4 +1,4 @@
-"""From measured engine steps to a latency profile JSON (spec section 4), shared by the profilers.
+"""From measured engine steps to a latency profile JSON (docs/design.md#latency-model), shared by the profilers.
 
 Two profilers feed this: ``andes profile`` (the real vLLM engine, ``andes.profiling.vllm_steps``) and
 ``bench/gpu_profile.py`` (a transformers Llama with a static KV cache). Both measure steps as

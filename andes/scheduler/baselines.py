@@ -1,4 +1,4 @@
-"""Baseline policies every benchmark reports beside Andes (spec section 3).
+"""Baseline policies every benchmark reports beside Andes (docs/design.md#scheduling).
 
 They share the ``Policy`` seam with Andes so that a comparison differs only in the decision,
 never in the engine mechanics. Baselines preempt by recompute, as vLLM v1 does.
