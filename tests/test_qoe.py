@@ -484,7 +484,7 @@ def test_qoe_many_ragged_hand_example():
 
 
 def test_qoe_many_chunks_stay_bounded(monkeypatch):
-    import andes.qoe as qoe_mod
+    import andes.qoe.metric as qoe_mod
 
     cells = []
 
