@@ -1,4 +1,4 @@
-"""Tests pinning the QoE metric of spec section 2 (andes/qoe.py)."""
+"""Tests pinning the QoE metric of spec section 2 (andes/qoe/)."""
 
 from __future__ import annotations
 
