@@ -26,7 +26,8 @@ from collections import deque
 
 import numpy as np
 
-from andes.latency import TIME_FIELDS, LatencyModel, _design
+from andes.latency import TIME_FIELDS, LatencyModel
+from andes.latency.fitting import design_matrix
 
 __all__ = ["OnlineRefit", "RefitConfig"]
 
@@ -121,7 +122,7 @@ class OnlineRefit:
         if len(self._samples) < cfg.min_samples:
             return self.model
         rows = np.asarray(self._samples, dtype=np.float64)
-        x, y = _design(rows[:, :3]), rows[:, 3]
+        x, y = design_matrix(rows[:, :3]), rows[:, 3]
         prior = self._prior_coefs
         # Unknowns u_j = c_j / prior_j (1 = the prior); zero-prior columns are pinned at 0.
         live = prior > 0

@@ -326,7 +326,7 @@ def test_profile_is_frozen():
 
 def test_nnls_meets_optimality_conditions():
     # Karush-Kuhn-Tucker: x >= 0, gradient <= 0 everywhere and = 0 where x > 0.
-    from andes.latency import _nnls
+    from andes.latency.fitting import _nnls
 
     rng = np.random.default_rng(6)
     for _ in range(200):

@@ -1,4 +1,4 @@
-"""Tests pinning the QoE metric of docs/design.md#qoe (andes/qoe.py)."""
+"""Tests pinning the QoE metric of docs/design.md#qoe (andes/qoe/)."""
 
 from __future__ import annotations
 
@@ -484,7 +484,7 @@ def test_qoe_many_ragged_hand_example():
 
 
 def test_qoe_many_chunks_stay_bounded(monkeypatch):
-    import andes.qoe as qoe_mod
+    import andes.qoe.metric as qoe_mod
 
     cells = []
 

@@ -28,6 +28,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -103,8 +104,45 @@ def _trace(args, seed: int) -> list[TraceRequest]:
     return make_trace("poisson", args.rate, args.num_requests, seed, lengths=lengths)
 
 
+@dataclass
+class _RealRuns:
+    """What the engine produced: its profile per clock, and the warm-up and measured runs."""
+
+    priors: dict[str, LatencyModel]  # the profile measured before the runs (or --profile), per clock
+    profile_src: str
+    model_name: str
+    trace: list[TraceRequest]  # the measured trace
+    warm_steps: list
+    steps: list  # the measured run's steps
+    real_times: list[np.ndarray]  # each request's token times, seconds after its arrival
+    preemptions: int
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    wall_s: float  # from the engine ready (before profiling) to its close
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile, run both traces, simulate, print the table and write bench/results/fidelity.json."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not (math.isfinite(args.rate) and args.rate > 0):
+        parser.error("--rate: must be finite and > 0")
+
+    real = _run_engine(args)
+    q_real = np.array([qoe(t, r.ttft, r.tds) for t, r in zip(real.real_times, real.trace)])
+    records, learned = _compare(real, q_real)
+    columns = ["clock", "variant", "steps", "median_step_err", "p90_step_err", "mean_abs_qoe_diff", "mean_qoe_real",
+               "mean_qoe_sim", "median_ttft_real_s", "median_ttft_sim_s", "sim_steps"]
+    print(format_table(records, columns))
+    for r in records:
+        r["meets_step_target"] = r["median_step_err"] <= TARGET_STEP_ERR
+        r["meets_qoe_target"] = r["mean_abs_qoe_diff"] <= TARGET_QOE_DIFF
+    write_json(Path(args.out), _result(args, real, records, learned, q_real))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``main``: the model, the engine's limits, the trace and the profiling grid."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' or a model directory")
     parser.add_argument("--profile", default=None, help="use this profile JSON instead of measuring one")
@@ -123,43 +161,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-repeats", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/fidelity.json")
-    args = parser.parse_args(argv)
-    if not (math.isfinite(args.rate) and args.rate > 0):
-        parser.error("--rate: must be finite and > 0")
+    return parser
 
-    from andes.engines.sim import simulate
-    from andes.profiling import fit_profile, parse_grid, write_profile
+
+def _run_engine(args: argparse.Namespace) -> _RealRuns:
+    """Start the vLLM engine, profile it (unless ``--profile``), then run the warm-up and the
+    measured trace on it in real time."""
     from andes.profiling.models import model_dir
-    from andes.profiling.vllm_steps import InprocVllm, VllmGrid, engine_memory_fields, measure_engine
-    from andes.scheduler import make_policy
+    from andes.profiling.vllm_steps import InprocVllm
 
     os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(tempfile.gettempdir()) / "andes-vllm-cache"))
     path = model_dir(args.model)
     engine = InprocVllm(path, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                         max_model_len=args.max_model_len, kv_cache_bytes=args.kv_cache_mib << 20, seed=args.seed)
     t_start = time.perf_counter()
-    priors: dict[str, LatencyModel] = {}
     try:
         if args.profile:
-            priors["wall"] = load_profile(args.profile)
-            profile_src = args.profile
+            priors, profile_src = {"wall": load_profile(args.profile)}, args.profile
         else:
-            grid = VllmGrid(parse_grid(args.profile_batches, "--profile-batches"),
-                            parse_grid(args.profile_prompts, "--profile-prompts"), args.profile_output)
-            grid.check()
-            measured = measure_engine(engine, grid, seed=args.seed, repeats=args.profile_repeats, log=print)
-            memory = engine_memory_fields(engine)
-            for clock in ("wall", "cpu"):
-                rows = [m.row(clock) for m in measured]
-                priors[clock] = fit_profile(
-                    rows, name=f"fidelity-{clock}", memory=memory,
-                    description=f"Profile measured by bench/fidelity.py before its runs ({clock} clock).",
-                    sources=[f"measured by bench/fidelity.py (andes.profiling_vllm) on this host, {clock} clock"])
-                dest = write_profile(priors[clock], Path(args.out).with_name(f"fidelity_profile_{clock}.json"),
-                                     samples=rows, derivation="Measured, not derived: the profiling grid of "
-                                     "bench/fidelity.py run on the engine it then compares.")
-                if clock == "wall":
-                    profile_src = str(dest)
+            priors, profile_src = _measure_priors(engine, args)
         warm_trace, trace = _trace(args, args.seed + 1), _trace(args, args.seed)
         print(f"warm-up trace: {len(warm_trace)} requests")
         _, warm_steps = run_real(engine, warm_trace, "warm", args.seed + 1)
@@ -170,17 +190,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         preemptions = engine.scheduler.num_preemptions
     finally:
         engine.close()
-    wall = time.perf_counter() - t_start
+    return _RealRuns(priors=priors, profile_src=profile_src, model_name=str(path.name), trace=trace,
+                     warm_steps=warm_steps, steps=steps, real_times=real_times, preemptions=preemptions,
+                     load_before=load_before, load_after=load_after, wall_s=time.perf_counter() - t_start)
 
-    q_real = np.array([qoe(t, r.ttft, r.tds) for t, r in zip(real_times, trace)])
-    ttft_real = np.array([t[0] for t in real_times])
+
+def _measure_priors(engine, args: argparse.Namespace) -> tuple[dict[str, LatencyModel], str]:
+    """Profile ``engine`` on the flags' grid: a fitted profile per clock, each written next to
+    ``--out``; also the path of the wall-clock one."""
+    from andes.profiling import fit_profile, parse_grid, write_profile
+    from andes.profiling.vllm_steps import VllmGrid, engine_memory_fields, measure_engine
+
+    priors: dict[str, LatencyModel] = {}
+    grid = VllmGrid(parse_grid(args.profile_batches, "--profile-batches"),
+                    parse_grid(args.profile_prompts, "--profile-prompts"), args.profile_output)
+    grid.check()
+    measured = measure_engine(engine, grid, seed=args.seed, repeats=args.profile_repeats, log=print)
+    memory = engine_memory_fields(engine)
+    for clock in ("wall", "cpu"):
+        rows = [m.row(clock) for m in measured]
+        priors[clock] = fit_profile(
+            rows, name=f"fidelity-{clock}", memory=memory,
+            description=f"Profile measured by bench/fidelity.py before its runs ({clock} clock).",
+            sources=[f"measured by bench/fidelity.py (andes.profiling_vllm) on this host, {clock} clock"])
+        dest = write_profile(priors[clock], Path(args.out).with_name(f"fidelity_profile_{clock}.json"),
+                             samples=rows, derivation="Measured, not derived: the profiling grid of "
+                             "bench/fidelity.py run on the engine it then compares.")
+        if clock == "wall":
+            profile_src = str(dest)
+    return priors, profile_src
+
+
+def _compare(real: _RealRuns, q_real: np.ndarray) -> tuple[list[dict], dict[str, LatencyModel]]:
+    """One record per clock and model (the fitted profile; the online refit, as learned in the
+    warm-up): its step-time errors on the real steps and its simulation of the trace against the
+    real run. Also the model each refit had learned when the measured run started."""
+    from andes.engines.sim import simulate
+    from andes.scheduler import make_policy
+
+    ttft_real = np.array([t[0] for t in real.real_times])
     records, learned = [], {}
-    for clock, prior in priors.items():
-        refit = _learned(prior, warm_steps, clock)
+    for clock, prior in real.priors.items():
+        refit = _learned(prior, real.warm_steps, clock)
         learned[clock] = refit.model  # what the engine knows when the measured run starts
         for variant, model, online in (("fitted profile", prior, None), ("online refit", refit.model, refit)):
-            errs = step_errors(model, steps, online, clock)
-            sim = simulate(trace, make_policy("fcfs"), model)
+            errs = step_errors(model, real.steps, online, clock)
+            sim = simulate(real.trace, make_policy("fcfs"), model)
             q_sim = np.array([o.qoe for o in sim.outcomes])
             ttft_sim = np.array([o.measured_ttft for o in sim.outcomes])
             records.append({
@@ -191,33 +246,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "median_ttft_real_s": float(np.median(ttft_real)), "median_ttft_sim_s": float(np.median(ttft_sim)),
                 "sim_steps": sim.num_steps, "makespan_sim_s": sim.makespan_s,
             })
+    return records, learned
+
+
+def _result(args: argparse.Namespace, real: _RealRuns, records: list[dict],
+            learned: dict[str, LatencyModel], q_real: np.ndarray) -> dict:
+    """What ``fidelity.json`` holds: the records, both sets of coefficients, the trace, the
+    engine, the host's load and every real step and request."""
+    steps, trace = real.steps, real.trace
     step_wall = np.array([s.seconds for s in steps])
     step_cpu = np.array([s.cpu_seconds for s in steps])
-    columns = ["clock", "variant", "steps", "median_step_err", "p90_step_err", "mean_abs_qoe_diff", "mean_qoe_real",
-               "mean_qoe_sim", "median_ttft_real_s", "median_ttft_sim_s", "sim_steps"]
-    print(format_table(records, columns))
-    for r in records:
-        r["meets_step_target"] = r["median_step_err"] <= TARGET_STEP_ERR
-        r["meets_qoe_target"] = r["mean_abs_qoe_diff"] <= TARGET_QOE_DIFF
-    write_json(Path(args.out), {
+    return {
         "targets": {"median_step_err": TARGET_STEP_ERR, "mean_abs_qoe_diff": TARGET_QOE_DIFF},
-        "records": records, "profile": profile_src,
-        "profile_coefficients": {c: {f: getattr(m.profile, f) for f in TIME_FIELDS} for c, m in priors.items()},
+        "records": records, "profile": real.profile_src,
+        "profile_coefficients": {c: {f: getattr(m.profile, f) for f in TIME_FIELDS} for c, m in real.priors.items()},
         "refit_coefficients": {c: {f: getattr(m.profile, f) for f in TIME_FIELDS} for c, m in learned.items()},
         "trace": {"kind": "poisson", "rate": args.rate, "num_requests": args.num_requests,
                   "mean_prompt": args.mean_prompt, "mean_output": args.mean_output, "seed": args.seed},
-        "engine": {"model": str(path.name), "max_num_seqs": args.max_num_seqs,
+        "engine": {"model": real.model_name, "max_num_seqs": args.max_num_seqs,
                    "max_num_batched_tokens": args.max_num_batched_tokens, "kv_cache_mib": args.kv_cache_mib,
                    "scheduler": "vLLM FCFS (RecordingScheduler)", "real_steps": len(steps),
-                   "preemptions": preemptions, "median_step_wall_s": float(np.median(step_wall)),
+                   "preemptions": real.preemptions, "median_step_wall_s": float(np.median(step_wall)),
                    "median_step_cpu_s": float(np.median(step_cpu)),
                    "cpu_share_of_wall": float(step_cpu.sum() / step_wall.sum())},
-        "host": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after},
+        "host": {"cpus": os.cpu_count(), "load_average_before": real.load_before,
+                 "load_average_after": real.load_after},
         "real_steps": {"columns": ["num_decode", "context_tokens", "prefill_tokens", "wall_s", "cpu_s"],
                        "steps": [[*s.row("wall"), s.cpu_seconds] for s in steps]},
         "real_requests": [{"arrival": r.arrival, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
                            "ttft_target": r.ttft, "tds": r.tds, "ttft": float(t[0]), "qoe": float(q)}
-                          for r, t, q in zip(trace, real_times, q_real)],
-        "wall_s": wall,
-    })
-    return 0
+                          for r, t, q in zip(trace, real.real_times, q_real)],
+        "wall_s": real.wall_s,
+    }

@@ -280,23 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device: CUDA is not available on this machine")
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    try:
-        grid = Grid(parse_grid(args.decode_batches, "--decode-batches"), parse_grid(args.contexts, "--contexts"),
-                    parse_grid(args.prefill_batches, "--prefill-batches"),
-                    parse_grid(args.prompt_lens, "--prompt-lens"), args.repeats)
-        grid.check()
-    except ValueError as exc:
-        parser.error(str(exc))
+    device, dtype, grid = _device_dtype_grid(parser, args)
 
     model, what, source = _build_model(args.model, device, dtype, args.seed)
-    hw = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    name = args.name or _slug(f"{args.model if args.model in ('llama3-8b', 'tiny') else Path(args.model).name}-"
-                              f"{hw.replace('NVIDIA', '').split(',')[0] if device.startswith('cuda') else 'cpu'}")
+    hw = _hardware(device)
+    name = args.name or _default_name(args.model, device, hw)
     print(f"profiling {what} on {hw}, {dtype}; grid {grid}")
     start = time.perf_counter()
     rows, points = measure(model, device, grid, seed=args.seed, log=print)
@@ -308,9 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=f"{what} ({dtype}) on {hw}: step times measured with transformers and a static KV cache.",
         sources=[source, f"measured by bench/gpu_profile.py on {hw} with {versions}",
                  "transformers StaticCache: preallocated per-layer KV tensors updated in place"])
-    out = Path(args.out) if args.out else (
-        Path(__file__).resolve().parents[1] / "profiles" / f"{name}.json" if device.startswith("cuda")
-        else Path("bench/results") / f"gpu_profile_{name}.json")
+    out = _profile_path(args.out, name, device)
     derivation = (f"Measured, not derived: {len(rows)} timed steps ({grid.repeats} repeats per point after "
                   f"{grid.warmup} warm-up) of {what} in {dtype} on {hw} ({versions}); prefill points batch "
                   f"{list(grid.prefill_batches)} x prompt {list(grid.prompt_lens)}, decode points batch "
@@ -321,14 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out}")
 
     errs = prediction_errors(fitted, rows)
-    table = []
-    for point in dict.fromkeys(points):
-        idx = [i for i, q in enumerate(points) if q == point]
-        r = rows[idx[len(idx) // 2]]
-        table.append({"kind": point[0], "batch": point[1], "prompt_or_ctx": point[2],
-                      "measured_ms": 1e3 * float(np.median([rows[i][3] for i in idx])),
-                      "fitted_ms": 1e3 * float(fitted.step_time(r[0], r[1], r[2])),
-                      "rel_err": float(np.median(errs[idx]))})
+    table = _point_table(fitted, rows, points, errs)
     print(format_table(table, ["kind", "batch", "prompt_or_ctx", "measured_ms", "fitted_ms", "rel_err"]))
     coefs = {f: getattr(fitted.profile, f) for f in ("decode_base_s", "decode_per_seq_s", "decode_per_ctx_token_s",
                                                      "prefill_base_s", "prefill_per_token_s")}
@@ -339,3 +318,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_rel_err": float(np.max(errs)), "coefficients": coefs, "points": table,
     })
     return 0
+
+
+def _device_dtype_grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str, Grid]:
+    """The device, dtype and grid the flags ask for; a bad flag exits through ``parser.error``."""
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device: CUDA is not available on this machine")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    try:
+        grid = Grid(parse_grid(args.decode_batches, "--decode-batches"), parse_grid(args.contexts, "--contexts"),
+                    parse_grid(args.prefill_batches, "--prefill-batches"),
+                    parse_grid(args.prompt_lens, "--prompt-lens"), args.repeats)
+        grid.check()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return device, dtype, grid
+
+
+def _hardware(device: str) -> str:
+    """The device as the profile names it: the GPU's model, or the CPU and its threads."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _default_name(model: str, device: str, hw: str) -> str:
+    """The profile's name when ``--name`` is not given: the model's and the device's."""
+    return _slug(f"{model if model in ('llama3-8b', 'tiny') else Path(model).name}-"
+                 f"{hw.replace('NVIDIA', '').split(',')[0] if device.startswith('cuda') else 'cpu'}")
+
+
+def _profile_path(out: str | None, name: str, device: str) -> Path:
+    """Where the profile goes: ``--out``, else ``andes/profiles/`` from a GPU run and
+    ``bench/results/`` from any other."""
+    return Path(out) if out else (
+        Path(__file__).resolve().parents[1] / "profiles" / f"{name}.json" if device.startswith("cuda")
+        else Path("bench/results") / f"gpu_profile_{name}.json")
+
+
+def _point_table(fitted, rows: list, points: list, errs: np.ndarray) -> list[dict[str, Any]]:
+    """One row per measured point: the median measured step, the fitted one, the median error."""
+    table = []
+    for point in dict.fromkeys(points):
+        idx = [i for i, q in enumerate(points) if q == point]
+        r = rows[idx[len(idx) // 2]]
+        table.append({"kind": point[0], "batch": point[1], "prompt_or_ctx": point[2],
+                      "measured_ms": 1e3 * float(np.median([rows[i][3] for i in idx])),
+                      "fitted_ms": 1e3 * float(fitted.step_time(r[0], r[1], r[2])),
+                      "rel_err": float(np.median(errs[idx]))})
+    return table

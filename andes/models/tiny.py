@@ -147,10 +147,18 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
 
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     tok = build_tokenizer(spec.vocab_size)
+    _save_tokenizer(tok, spec, out)
+    config = _llama_config(tok, spec)
+    _save_model(config, spec, out)
+    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _save_tokenizer(tok, spec: TinyModelSpec, out: Path) -> None:
+    """Save ``tok`` as a Hugging Face fast tokenizer, with the special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
         model_max_length=spec.max_position_embeddings, clean_up_tokenization_spaces=False,
@@ -158,7 +166,12 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
 
-    config = LlamaConfig(
+
+def _llama_config(tok, spec: TinyModelSpec):
+    """The ``LlamaConfig`` of ``spec``, with the token ids of ``tok``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=tok.get_vocab_size(),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -174,6 +187,13 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
         tie_word_embeddings=False,
         torch_dtype="float32",
     )
+
+
+def _save_model(config, spec: TinyModelSpec, out: Path) -> None:
+    """Save a ``LlamaForCausalLM`` of ``config`` with seeded weights, and its generation config."""
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         model = LlamaForCausalLM(config)
@@ -188,5 +208,3 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
     GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
     ).save_pretrained(out)
-    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
-    return out

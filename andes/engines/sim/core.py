@@ -25,8 +25,8 @@ from andes.scheduler.base import Budget, Policy, SchedulerView
 
 __all__ = ["SimCore", "StepResult", "simulate"]
 
-# Request states.
-PENDING, WAITING, RUNNING, SWAPPED, DONE = 0, 1, 2, 3, 4
+# Request states (0: a slot not yet used).
+WAITING, RUNNING, SWAPPED, DONE = 1, 2, 3, 4
 _FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change")
 _FIELDS_I = ("prompt", "target", "num_generated", "num_computed", "num_preemptions", "seg_start", "state")
 

@@ -22,11 +22,8 @@ from andes.expectations import ExpectationRules, validate_expectations
 from andes.qoe import DigestState
 from andes.scheduler.base import SchedulerView
 
-__all__ = ["EXTRA_KEYS", "RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks",
+__all__ = ["RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks",
            "request_rows", "view_from_rows"]
-
-# Keys of ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP) that Andes reads.
-EXTRA_KEYS = ("ttft", "tds", "service_class")
 
 
 def expectations_from_extra_args(extra_args: Any, num_prompt_tokens: int,

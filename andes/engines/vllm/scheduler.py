@@ -123,12 +123,6 @@ class _AndesMixin:
         self.policy = policy
         logger.info("Andes scheduler: policy switched to %s", getattr(policy, "name", policy))
 
-    def set_latency_model(self, latency: LatencyModel) -> None:
-        """Use ``latency``'s time coefficients (e.g. a freshly fitted profile) from now on."""
-        self.latency = self._engine_latency_model(latency)
-        if self.refit is not None:
-            self.refit = OnlineRefit(self.latency, self.refit.config)
-
     # -- intake ---------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
         """Queue ``request`` with its reader's expectations; bad values fail it, never the engine."""

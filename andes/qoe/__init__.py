@@ -1,0 +1,28 @@
+"""Quality of experience (QoE) of streamed responses: every QoE figure in Andes comes from here.
+
+``metric``: the QoE of a request and its three forms (from token times, incremental, projected);
+``outcomes``: what requests experienced and the service-level summary over many of them.
+"""
+
+from andes.qoe.metric import (DigestState, digest_times, expected_area, final_qoe_with, live_qoe, project_qoe, qoe,
+                              qoe_from_state, qoe_many)
+from andes.qoe.outcomes import (RequestOutcome, RequestStatus, ServiceSummary, delivered_tds, measured_ttft,
+                                summarize)
+
+__all__ = [
+    "DigestState",
+    "RequestOutcome",
+    "RequestStatus",
+    "ServiceSummary",
+    "delivered_tds",
+    "digest_times",
+    "expected_area",
+    "final_qoe_with",
+    "live_qoe",
+    "measured_ttft",
+    "project_qoe",
+    "qoe",
+    "qoe_from_state",
+    "qoe_many",
+    "summarize",
+]
