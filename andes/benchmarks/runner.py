@@ -23,7 +23,7 @@ from andes.workload import TraceRequest, make_trace
 __all__ = ["BENCH_POLICIES", "Job", "TraceSpec", "run_jobs", "run_one"]
 
 # "andes_oracle" is Andes told every request's true output length: the upper reference line.
-BENCH_POLICIES = ("fcfs", "round_robin", "lqf", "andes", "andes_oracle")
+BENCH_POLICIES = (*POLICY_NAMES, "andes_oracle")
 RECORD_FIELDS = ("mean_qoe", "p10_qoe", "p50_qoe", "share_qoe_ge_095", "share_qoe_ge_09",
                  "ttft_p50", "ttft_p90", "ttft_mean", "throughput_tok_s", "preemptions_per_request",
                  "mean_delivered_tds")

@@ -16,13 +16,13 @@ import numpy as np
 
 from andes.benchmarks.report import format_table, write_json
 from andes.latency import DEFAULT_PROFILE, LatencyModel, load_profile
-from andes.scheduler import make_policy
+from andes.scheduler import POLICY_NAMES, make_policy
 from andes.scheduler.base import Budget, SchedulerView
 
 __all__ = ["main", "synthetic_view"]
 
 SIZES = ((16, 16), (64, 100), (128, 500), (256, 250), (256, 1000))
-POLICIES = ("fcfs", "round_robin", "lqf", "andes")
+POLICIES = POLICY_NAMES
 
 
 def synthetic_view(num_running: int, num_waiting: int, latency: LatencyModel, seed: int = 0) -> tuple[SchedulerView, Budget, float]:
