@@ -65,6 +65,8 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 def figures_line(stream: PacedStream) -> str:
     """One line of what the reader got: client TTFT, paces, QoE and the gateway's QoE."""
     s = stream.summary()
+    if s.num_tokens == 0 and stream.error is not None:
+        return f"[error: {stream.error}]"
     parts = [f"TTFT {_num(s.ttft, 2)} s", f"received {_num(s.received_tds, 1)} tok/s",
              f"shown {_num(s.displayed_tds, 1)} tok/s", f"QoE {s.qoe:.3f}"]
     if stream.report is not None and stream.report.get("qoe") is not None:
