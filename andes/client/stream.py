@@ -53,7 +53,7 @@ class PacedStream:
 
     def now(self) -> float:
         """Seconds since the request was sent."""
-        return self._clock() - (self.start if self.start is not None else self._clock())
+        return 0.0 if self.start is None else self._clock() - self.start
 
     def live_qoe(self) -> float:
         """QoE of what the reader has been shown so far (1 before the stream starts)."""
