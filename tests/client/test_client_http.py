@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import re
 
 import httpx
 import numpy as np
@@ -159,7 +160,9 @@ def test_chat_prints_paced_answers_and_their_figures(server):
     answer = "".join(make_text(i) for i in range(8))
     assert lines[0] == answer and lines[2] == answer
     for figures in (lines[1], lines[3]):
-        assert figures.startswith("[TTFT ") and f"shown {TDS:.1f} tok/s" in figures and "(gateway " in figures
+        found = re.fullmatch(r"\[TTFT [\d.]+ s \| received [\d.]+ tok/s \| shown ([\d.]+) tok/s \| "
+                             r"QoE [01]\.\d{3} \(gateway [01]\.\d{3}\)\]", figures)
+        assert found and float(found[1]) <= TDS  # never shown faster than the reader reads
 
 
 def test_chat_reports_a_rejected_request_and_fails(server):
