@@ -54,7 +54,8 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
     return json.loads(line.removeprefix("BLOCKED IMPORTS:"))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"]],
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
+                                  ["chat", "--help"]],
                          ids=" ".join)
 @pytest.mark.subprocess
 def test_help_needs_only_the_core(argv, tmp_path):

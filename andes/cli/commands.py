@@ -6,7 +6,8 @@
 - ``andes profiles``: list the latency profiles shipped with the package;
 - ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
 - ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``);
-- ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile.
+- ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile;
+- ``andes chat``: chat with a server, answers shown at a reader's pace with their QoE (``andes.client.chat``).
 
 Optional dependencies (Ray, httpx, vLLM, torch, Locust, matplotlib, tqdm) are imported only by
 the subcommand that runs, so building the tree (and ``--help``) needs only the core install.
@@ -21,6 +22,7 @@ from typing import Sequence
 
 from andes.cli.capacity import add_capacity_parser
 from andes.cli.profile import add_profile_parser
+from andes.client.chat import add_chat_parser
 from andes.cli.trace import add_trace_parser
 
 __all__ = ["main"]
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_capacity_parser(sub)
     add_profile_parser(sub)
+    add_chat_parser(sub)
     return parser
 
 

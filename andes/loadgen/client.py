@@ -8,13 +8,13 @@ beside it; the difference is network and client overhead.
 
 Token counts: OpenAI chunks carry text, not token counts. A chunk with text holds at least one
 token, and the simulated engine's tokens are whitespace words, so a chunk counts
-``max(1, words)``; when the final ``usage.completion_tokens`` disagrees (a real tokenizer), the
-counts are rescaled to it in arrival order, so the total is exact and each chunk keeps its share.
+``max(1, words)`` (``andes.client.events.token_pieces``, the pacer's count too); when the final
+``usage.completion_tokens`` disagrees (a real tokenizer), the counts are rescaled to it in
+arrival order, so the total is exact and each chunk keeps its share.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from itertools import cycle, islice
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from andes.client.events import parse_data, token_pieces
 from andes.qoe import RequestOutcome, delivered_tds, live_qoe, measured_ttft, qoe
 from andes.workload import TraceRequest
 
@@ -154,30 +155,23 @@ class StreamMeter:
         """One SSE line received at clock time ``now`` (blank lines and comments are ignored)."""
         if not line.startswith("data:") or self.error is not None:
             return
-        data = line[5:].strip()
-        if data == "[DONE]":
-            self.is_done = True
-            return
         try:
-            event = json.loads(data)
-            if "error" in event:
-                error = event["error"]
-                self.error = str(error.get("message") if isinstance(error, dict) else error)
-                return
-            choice = event["choices"][0]
-            text = choice.get("text")
-            if text is None:  # chat chunks carry a delta
-                text = (choice.get("delta") or {}).get("content")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            self.error = f"malformed event ({exc!r}): {data[:80]}"
+            event = parse_data(line[5:])
+        except ValueError as exc:
+            self.error = str(exc)
             return
-        if text:
-            self.chunk_times.append(now - self.sent_clock)
-            self.chunk_words.append(max(1, len(text.split())))
-        if choice.get("finish_reason") is not None:
-            self.finish_reason = choice["finish_reason"]
-            self.server = event.get("andes")
-            self.completion_tokens = (event.get("usage") or {}).get("completion_tokens")
+        if event.is_done:
+            self.is_done = True
+        elif event.error is not None:
+            self.error = event.error
+        else:
+            if event.text:
+                self.chunk_times.append(now - self.sent_clock)
+                self.chunk_words.append(len(token_pieces(event.text)))
+            if event.finish_reason is not None:
+                self.finish_reason = event.finish_reason
+                self.server = event.report
+                self.completion_tokens = (event.usage or {}).get("completion_tokens")
 
     def token_times(self) -> np.ndarray:
         """Arrival time of every token, seconds after the request was sent."""

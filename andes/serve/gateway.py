@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway: a FastAPI ingress deployment in front of the engine replicas.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream`` true: server-sent
-events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``.
+events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``,
+and the browser page at ``GET /`` (``andes.serve.page``).
 Every stream ends with either a final chunk (finish reason, usage and the ``andes`` QoE report)
 or an error event, then ``data: [DONE]``. QoE is measured here from the times tokens are sent,
 relative to the request's arrival at the gateway (``protocol.DeliveryMeter``). A client that
@@ -22,6 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
+from andes.serve import page
 from andes.serve.protocol import Job
 from andes.serve.streaming import internal_error, models_body, respond
 
@@ -29,6 +31,7 @@ __all__ = ["Gateway", "api"]
 
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 api.add_exception_handler(Exception, internal_error)
+api.include_router(page.router)  # the browser page at /
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from andes.config import ServeConfig, load_config
+from andes.serve import page
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
 from andes.serve.streaming import internal_error, models_body, respond
@@ -37,6 +38,7 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
     app = FastAPI(title="Andes (single process)", lifespan=lifespan)
     app.add_exception_handler(Exception, internal_error)
     app.state.host = host
+    app.include_router(page.router)  # the browser page at /
 
     def call(job: Job):
         events = host.generate(job.engine_request(), gateway.max_tokens_per_event)

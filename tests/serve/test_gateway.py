@@ -89,6 +89,15 @@ def test_health_and_models(server):
     assert [m.id for m in models.data] == ["andes-sim"]
 
 
+def test_the_chat_page_and_its_files_are_served(server):
+    page = httpx.get(f"{server.base_url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from outside
+    for name in ("static/pacer.js", "static/app.js", "static/style.css"):
+        assert name in page.text and httpx.get(f"{server.base_url}/{name}").status_code == 200
+    assert httpx.get(f"{server.base_url}/static/secret.py").status_code == 404
+
+
 def test_openai_client_streams_completion_with_qoe_report(client):
     chunks = list(client.completions.create(model="andes-sim", prompt="tell me a story", max_tokens=8,
                                             stream=True, extra_body={"ttft": 2.0, "tds": 50.0}))

@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from andes.engines.sim import make_text
-from andes.loadgen.serve_proc import free_port
-from andes.serve.local import make_local_app
+from local_server import local_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    app = make_local_app({"replica": {"policy": {"name": "andes"}}})
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "local server did not answer"
-        time.sleep(0.1)
-    yield base, app.state.host
-    srv.should_exit = True
-    thread.join(timeout=10)
-    assert not thread.is_alive()
+    with local_server({"replica": {"policy": {"name": "andes"}}}) as (base, app):
+        yield base, app.state.host
 
 
 def test_openai_client_streams_with_qoe_report(server):
