@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("ray", "httpx", "fastapi", "uvicorn", "starlette", "vllm", "torch", "transformers", "locust",
-           "gevent", "matplotlib", "openai", "tqdm")
+           "gevent", "matplotlib", "openai", "tqdm", "rich", "grafana_client", "grafana_foundation_sdk", "niquests")
 
 # Runs before the command: refuse BLOCKED packages, write each refused name to stderr at exit.
 PRELUDE = """
@@ -54,8 +54,8 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
     return json.loads(line.removeprefix("BLOCKED IMPORTS:"))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"]],
-                         ids=" ".join)
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
+                                  ["dashboard", "push", "--help"], ["top", "--help"]], ids=" ".join)
 @pytest.mark.subprocess
 def test_help_needs_only_the_core(argv, tmp_path):
     result = run_core_only(*argv, cwd=tmp_path)
