@@ -175,3 +175,11 @@ def test_top_says_when_prometheus_is_unreachable():
     console.print(render(fetch("http://prom", ask=down)))
     assert "error: connection refused" in console.export_text()
     assert render(Snapshot()) is not None
+
+
+def test_the_guide_names_every_metric():
+    guide = (DASHBOARD_FILE.parents[2] / "docs" / "observability.md").read_text()
+    missing = [s.name for s in ALL_METRICS
+               if s.name not in guide and not any(f"`{s.name.rsplit('_', 1)[0]}" in guide and f"_{part}`" in guide
+                                                   for part in [s.name.rsplit("_", 1)[1]])]
+    assert missing == []

@@ -52,8 +52,8 @@ def _s(name: str, suffix: str = "") -> str:
     return spec(name).series + suffix
 
 
-def _rate(name: str, suffix: str = "") -> str:
-    return f"rate({_s(name, suffix)}[{WINDOW}])"
+def _rate(name: str, suffix: str = "", selector: str = "") -> str:
+    return f"rate({_s(name, suffix)}{selector}[{WINDOW}])"
 
 
 def _quantile(q: float, name: str, by: str) -> str:
@@ -62,6 +62,9 @@ def _quantile(q: float, name: str, by: str) -> str:
 
 def _mean(name: str, by: str) -> str:
     return f"sum by ({by}) ({_rate(name, '_sum')}) / sum by ({by}) ({_rate(name, '_count')})"
+
+
+_LE_095 = '{le="0.95"}'
 
 
 def _per_replica(name: str, legend: str = "{{replica}}") -> Query:
@@ -77,7 +80,7 @@ PANELS: tuple[Panel, ...] = (
            Query(_quantile(0.1, "andes_qoe", "service_class"), "p10 {{service_class}}")),
           "QoE the gateway delivered to completed requests, over the last minute."),
     Panel("Share of requests at QoE above 0.95", "timeseries",
-          (Query(f"1 - sum({_rate('andes_qoe', '_bucket')}{{le=\"0.95\"}}) / sum({_rate('andes_qoe', '_count')})",
+          (Query(f"1 - sum({_rate('andes_qoe', '_bucket', _LE_095)}) / sum({_rate('andes_qoe', '_count')})",
                  "share"),),
           "Completed requests whose QoE exceeded 0.95 (the bucket edge), last minute.", unit="percentunit"),
     Panel("Time to first token: p50 and p90", "timeseries",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -67,8 +68,11 @@ class Snapshot:
 def query(url: str, expr: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
     """The result vector of an instant PromQL query at ``url`` (Prometheus' base URL)."""
     full = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(full, timeout=timeout_s) as answer:  # noqa: S310 - the user's URL
-        body = json.load(answer)
+    try:
+        with urllib.request.urlopen(full, timeout=timeout_s) as answer:  # noqa: S310 - the user's URL
+            body = json.load(answer)
+    except urllib.error.HTTPError as exc:  # Prometheus says why in the body (bad PromQL: 400)
+        body = json.loads(exc.read() or b"{}")
     if body.get("status") != "success":
         raise OSError(f"Prometheus at {url}: {body.get('error', body)}")
     return body["data"]["result"]
