@@ -2,14 +2,18 @@
 
 Two measurements, both written to ``bench/results/metrics_overhead.json``:
 
-1. **End to end.** The Ray Serve app of ``deployments/andes.yaml`` (one engine replica, fcfs,
-   a flat fast profile so the serving path and not the modelled engine is the limit) in a
-   local Ray cluster of its own (``andes.benchmarks.gateway_servers``), redeployed with
-   metrics on and off in alternating order for ``rounds`` rounds; each measurement is N
-   closed-loop streams (``gateway_stream.measure``): tokens/s the clients received and the
-   server tree's CPU seconds per second. The overhead is ``1 - on/off`` of the medians. On a
-   small shared machine the noise between two measurements can exceed 1%, so the rounds and
-   load averages are kept, and the second measurement bounds the cost independently.
+1. **End to end, paired.** Two copies of the Ray Serve app of ``deployments/andes.yaml`` (one
+   engine replica each, fcfs, a flat fast profile so the serving path and not the modelled
+   engine is the limit), each in a local Ray cluster of its own
+   (``andes.benchmarks.gateway_servers``), measured at the same time -- one with metrics on,
+   the other off, then swapped -- for ``rounds`` rounds. Each measurement is N closed-loop
+   streams per app (``gateway_stream.measure``): tokens/s the clients received and the server
+   tree's CPU seconds per second. On a small shared machine the load changes from one
+   measurement to the next by far more than 1%; measured side by side, both apps see the same
+   load, and swapping cancels the differences between the clusters. The overhead is ``1 -``
+   the geometric mean of the pairs' on/off ratios (a cost on one side also slows the other a
+   little, through the shared CPU, so this errs low by up to half; the second measurement has
+   no such error).
 2. **Recording cost.** The recorders with real ``ray.serve.metrics`` instruments in a Ray
    worker of this process: CPU time per request the gateway records (``GatewayMetrics.ended``)
    and per replica sample (``ReplicaSampler.sample_once`` over ``sample_requests`` requests in
@@ -39,7 +43,7 @@ from andes.benchmarks.report import format_table, json_ready, write_json
 
 __all__ = ["Settings", "main", "recording_cost", "run"]
 
-COLUMNS = ("round", "metrics", "streams", "tokens_per_s", "events_per_s", "streams_done", "errors", "server_cpu",
+COLUMNS = ("round", "cluster", "metrics", "streams", "tokens_per_s", "events_per_s", "streams_done", "errors", "server_cpu",
            "load_1m")
 
 
@@ -47,7 +51,7 @@ COLUMNS = ("round", "metrics", "streams", "tokens_per_s", "events_per_s", "strea
 class Settings:
     """One run's knobs."""
 
-    streams: int = 100
+    streams: int = 50  # per cluster
     rounds: int = 3
     step_ms: float = 5.0
     max_tokens: int = 512
@@ -58,32 +62,44 @@ class Settings:
     num_recordings: int = 20000
 
 
-async def _end_to_end(s: Settings, workdir: Path, log) -> list[dict[str, Any]]:
-    from andes.latency import LatencyProfile
+async def _deploy(server: ServerProcess, profile: Path, s: Settings, metrics: bool) -> str:
     from andes.loadgen.serve_proc import wait_ready
+
+    url = await asyncio.to_thread(server.deploy, str(profile), s.max_tokens_per_event, metrics)
+    await asyncio.to_thread(wait_ready, url, timeout_s=90, num_answers=3, process=server.process)
+    return url
+
+
+async def _end_to_end(s: Settings, workdir: Path, log) -> list[dict[str, Any]]:
+    """Paired rounds: two clusters measured at the same time, one with metrics on, one off,
+    then the other way round, so both see the same background load and cluster differences
+    cancel out."""
+    from andes.latency import LatencyProfile
 
     data = flat_profile(f"metrics-bench-{s.step_ms:g}ms", s.step_ms / 1000.0)
     LatencyProfile.from_dict(data)
     profile = workdir / "profile.json"
     profile.write_text(json.dumps(data))
-    server = ServerProcess("ray", workdir / "ray")
+    servers = [ServerProcess("ray", workdir / name) for name in ("a", "b")]
     stream_settings = StreamSettings(warmup_s=s.warmup_s)
     rows: list[dict[str, Any]] = []
     try:
         for r in range(s.rounds):
-            for metrics in ((True, False) if r % 2 == 0 else (False, True)):
-                url = await asyncio.to_thread(server.deploy, str(profile), s.max_tokens_per_event, metrics)
-                await asyncio.to_thread(wait_ready, url, timeout_s=90, num_answers=3, process=server.process)
+            for a_on in (True, False):
+                flags = (a_on, not a_on)
+                urls = await asyncio.gather(*(_deploy(sv, profile, s, on) for sv, on in zip(servers, flags)))
 
-                def make(client, u=url):
-                    return http_stream_fn(client, u, s.max_tokens, 1000.0 / s.step_ms)
+                def maker(url):
+                    return lambda client: http_stream_fn(client, url, s.max_tokens, 1000.0 / s.step_ms)
 
-                record = await measure(s.streams, make, stream_settings, s.duration_s, server.pid, http=True)
-                row = {"round": r, "metrics": "on" if metrics else "off", **record}
-                rows.append(row)
-                log(format_table([row], COLUMNS).splitlines()[-1])
+                records = await asyncio.gather(*(measure(s.streams, maker(url), stream_settings, s.duration_s,
+                                                         sv.pid, http=True) for sv, url in zip(servers, urls)))
+                for name, on, record in zip("ab", flags, records):
+                    row = {"round": r, "cluster": name, "metrics": "on" if on else "off", **record}
+                    rows.append(row)
+                    log(format_table([row], COLUMNS).splitlines()[-1])
     finally:
-        await asyncio.to_thread(server.stop)
+        await asyncio.gather(*(asyncio.to_thread(sv.stop) for sv in servers))
     return rows
 
 
@@ -138,6 +154,9 @@ def recording_cost(s: Settings, temp_dir: Path) -> dict[str, float]:
 def _summary(rows: list[dict[str, Any]], cost: dict[str, float], s: Settings) -> dict[str, Any]:
     on = [r for r in rows if r["metrics"] == "on"]
     off = [r for r in rows if r["metrics"] == "off"]
+    # Rows come in simultaneous pairs (one on, one off): the ratio of each pair.
+    ratios = [a["tokens_per_s"] / b["tokens_per_s"] if a["metrics"] == "on" else b["tokens_per_s"] / a["tokens_per_s"]
+              for a, b in zip(rows[::2], rows[1::2])]
     tps_on = statistics.median(r["tokens_per_s"] for r in on)
     tps_off = statistics.median(r["tokens_per_s"] for r in off)
     cpu_on = statistics.median(r["server_cpu"] / r["tokens_per_s"] * 1000 for r in on)
@@ -149,6 +168,8 @@ def _summary(rows: list[dict[str, Any]], cost: dict[str, float], s: Settings) ->
         "tokens_per_s_on_median": tps_on,
         "tokens_per_s_off_median": tps_off,
         "throughput_overhead": 1.0 - tps_on / tps_off,
+        "paired_ratios_on_over_off": ratios,
+        "paired_overhead": 1.0 - statistics.geometric_mean(ratios),
         "server_cpu_ms_per_1k_tokens_on": cpu_on,
         "server_cpu_ms_per_1k_tokens_off": cpu_off,
         "cpu_overhead_per_token": cpu_on / cpu_off - 1.0,
@@ -170,13 +191,14 @@ def run(s: Settings, out_dir: Path) -> dict[str, Any]:
         "benchmark": "metrics_overhead", "started_unix": started,
         "machine": {"cpus": os.cpu_count(), "uptime_start": uptime_start, "uptime_end": _uptime(),
                     "note": "shared machine: see load_1m per row; client in the benchmark process"},
-        "settings": {**s.__dict__, "policy": "fcfs", "engine_replicas": 1},
+        "settings": {**s.__dict__, "policy": "fcfs", "engine_replicas": 1, "clusters": 2,
+                     "streams_per_cluster": s.streams},
         "rows": rows, "summary": summary,
     })
     print()
     print(format_table(rows, COLUMNS))
     for key, value in summary.items():
-        print(f"{key}: {value:.6g}")
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics_overhead.json", result)
     return result
