@@ -13,7 +13,8 @@ Two measurements, both written to ``bench/results/metrics_overhead.json``:
    load, and swapping cancels the differences between the clusters. The overhead is ``1 -``
    the geometric mean of the pairs' on/off ratios (a cost on one side also slows the other a
    little, through the shared CPU, so this errs low by up to half; the second measurement has
-   no such error).
+   no such error). ``--control`` runs the same with metrics off on both sides: the spread
+   between two identical apps, i.e. the resolution of the first measurement on this machine.
 2. **Recording cost.** The recorders with real ``ray.serve.metrics`` instruments in a Ray
    worker of this process: CPU time per request the gateway records (``GatewayMetrics.ended``)
    and per replica sample (``ReplicaSampler.sample_once`` over ``sample_requests`` requests in
@@ -60,6 +61,7 @@ class Settings:
     duration_s: float = 10.0
     sample_requests: int = 128
     num_recordings: int = 20000
+    control: bool = False  # both apps without metrics: how far two identical apps differ here
 
 
 async def _deploy(server: ServerProcess, profile: Path, s: Settings, metrics: bool) -> str:
@@ -86,7 +88,7 @@ async def _end_to_end(s: Settings, workdir: Path, log) -> list[dict[str, Any]]:
     try:
         for r in range(s.rounds):
             for a_on in (True, False):
-                flags = (a_on, not a_on)
+                flags = (False, False) if s.control else (a_on, not a_on)
                 urls = await asyncio.gather(*(_deploy(sv, profile, s, on) for sv, on in zip(servers, flags)))
 
                 def maker(url):
@@ -95,6 +97,8 @@ async def _end_to_end(s: Settings, workdir: Path, log) -> list[dict[str, Any]]:
                 records = await asyncio.gather(*(measure(s.streams, maker(url), stream_settings, s.duration_s,
                                                          sv.pid, http=True) for sv, url in zip(servers, urls)))
                 for name, on, record in zip("ab", flags, records):
+                    # In a control run the side that would have had metrics on is labelled "on".
+                    on = on or (s.control and (name == "a") == a_on)
                     row = {"round": r, "cluster": name, "metrics": "on" if on else "off", **record}
                     rows.append(row)
                     log(format_table([row], COLUMNS).splitlines()[-1])
@@ -170,8 +174,8 @@ def _summary(rows: list[dict[str, Any]], cost: dict[str, float], s: Settings) ->
         "throughput_overhead": 1.0 - tps_on / tps_off,
         "paired_ratios_on_over_off": ratios,
         "paired_overhead": 1.0 - statistics.geometric_mean(ratios),
-        "server_cpu_ms_per_1k_tokens_on": cpu_on,
-        "server_cpu_ms_per_1k_tokens_off": cpu_off,
+        "server_cpu_ms_per_token_on": cpu_on,
+        "server_cpu_ms_per_token_off": cpu_off,
         "cpu_overhead_per_token": cpu_on / cpu_off - 1.0,
         "recording_cpu_share": metrics_cpu / server_cpu_off,
         "requests_per_s": requests_per_s,
@@ -200,7 +204,7 @@ def run(s: Settings, out_dir: Path) -> dict[str, Any]:
     for key, value in summary.items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics_overhead.json", result)
+    write_json(out_dir / ("metrics_overhead_control.json" if s.control else "metrics_overhead.json"), result)
     return result
 
 
@@ -209,7 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=positive_int, default=Settings.streams)
     parser.add_argument("--rounds", type=positive_int, default=Settings.rounds)
     parser.add_argument("--duration", type=positive_float, default=Settings.duration_s, help="seconds per measurement")
+    parser.add_argument("--control", action="store_true",
+                        help="both apps without metrics (an A/A run: the noise of the paired measurement)")
     parser.add_argument("--out-dir", default="bench/results")
     args = parser.parse_args(argv)
-    run(Settings(streams=args.streams, rounds=args.rounds, duration_s=args.duration), Path(args.out_dir))
+    run(Settings(streams=args.streams, rounds=args.rounds, duration_s=args.duration, control=args.control),
+        Path(args.out_dir))
     return 0

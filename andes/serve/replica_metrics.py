@@ -101,10 +101,14 @@ class ReplicaSampler:
         self._m = build_instruments(REPLICA_METRICS, factory)
         self._previous: ReplicaSample | None = None
         self._task: asyncio.Task | None = None
+        self._latency: tuple[str, LatencyModel] | None = None
 
     async def sample_once(self) -> ReplicaSample:
         """Take one sample and record it."""
-        sample = await take_sample(self.host, self.host.config.engine.latency_model())
+        engine = self.host.config.engine
+        if self._latency is None or self._latency[0] != engine.profile:  # read the file once
+            self._latency = (engine.profile, engine.latency_model())
+        sample = await take_sample(self.host, self._latency[1])
         self.record(sample)
         return sample
 

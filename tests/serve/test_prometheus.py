@@ -2,7 +2,8 @@
 
 `serve run` on a copy of deployments/andes.yaml (free port, Ray's temp dir of its own, metrics
 reported every second, a tiny KV cache so requests preempt each other); a Prometheus server
-(Debian package ``prometheus``; .ci/run installs it) on loopback with its own data directory,
+(Debian package ``prometheus``; .ci/run installs it; without it the test skips, unless
+``ANDES_REQUIRE_PROMETHEUS=1``, as in CI) on loopback with its own data directory,
 finding Ray's metrics agent through the service-discovery file Ray writes in its temp dir
 (docs/observability.md). A little load -- completed streams, one bad request, one client that
 disconnects -- and then: every PromQL expression of the dashboard returns data, the QoE
@@ -65,8 +66,15 @@ def serve_config(workdir: Path) -> Path:
     return path
 
 
+def require_prometheus() -> None:
+    if not Path(PROMETHEUS).exists():
+        message = "no prometheus binary: install the Debian package prometheus (.ci/run does)"
+        if os.environ.get("ANDES_REQUIRE_PROMETHEUS") == "1":  # CI: missing is a failure
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def start_prometheus(workdir: Path, ray_tmp: Path) -> tuple[subprocess.Popen, str]:
-    assert Path(PROMETHEUS).exists(), "install the Debian package prometheus (.ci/run does)"
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -116,12 +124,14 @@ def value(prom: str, expr: str) -> float:
 
 
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, monkeypatch):
+    require_prometheus()
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
-    served = start_serve(serve_config(tmp_path), tmp_path)
     prometheus, prom = start_prometheus(tmp_path, ray_tmp)
+    served = None
     try:
+        served = start_serve(serve_config(tmp_path), tmp_path)
         url = served.url
         wait_until(lambda: _healthy(url, served), TIMEOUT_S, "serve run to answer /health")
         with ThreadPoolExecutor(NUM_STREAMS + 2) as pool:
@@ -154,7 +164,8 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, mon
         assert snapshot.error is None and len(snapshot.rows) == 2
     finally:
         stop(prometheus)
-        served.stop()
+        if served is not None:
+            served.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert prometheus.poll() is not None and served.process.poll() is not None
 
