@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -87,6 +88,10 @@ async def take_sample(host: EngineHost, latency: LatencyModel) -> ReplicaSample:
         headroom=float(room), telemetry=telemetry, num_finished=dict(host.num_finished))
 
 
+_GAUGES = ("running", "waiting", "swapped", "kv_usage", "step_seconds", "live_qoe_mean", "live_qoe_p10",
+           "headroom")
+
+
 def _increase(now: int, before: int) -> int:
     """Counter increment between two totals; a smaller total means the engine was rebuilt."""
     return now - before if now >= before else now
@@ -115,10 +120,14 @@ class ReplicaSampler:
     def record(self, sample: ReplicaSample) -> None:
         """Set the gauges, observe the policy times, add the counters' increments."""
         m, tags = self._m, {"policy": sample.policy}
-        for name, value in (("running", sample.num_running), ("waiting", sample.num_waiting),
-                            ("swapped", sample.num_swapped), ("kv_usage", sample.kv_usage),
-                            ("step_seconds", sample.step_time_s), ("live_qoe_mean", sample.live_qoe_mean),
-                            ("live_qoe_p10", sample.live_qoe_p10), ("headroom", sample.headroom)):
+        if self._previous is not None and self._previous.policy != sample.policy:
+            # Ray keeps exporting a gauge's last value per label set: mark the old policy's
+            # series NaN, which PromQL's max/min skip, so per-replica panels show the new one.
+            for name in _GAUGES:
+                m[f"andes_replica_{name}"].set(math.nan, {"policy": self._previous.policy})
+        for name, value in zip(_GAUGES, (sample.num_running, sample.num_waiting, sample.num_swapped,
+                                         sample.kv_usage, sample.step_time_s, sample.live_qoe_mean,
+                                         sample.live_qoe_p10, sample.headroom)):
             m[f"andes_replica_{name}"].set(value, tags)
         for seconds in sample.telemetry.policy_seconds:
             m["andes_replica_policy_seconds"].observe(seconds, tags)

@@ -222,3 +222,20 @@ def test_sampler_counts_a_cancelled_stream_once():
 
     asyncio.run(main())
     assert rec.calls["andes_replica_finished"] == [("inc", 1, {"policy": "fcfs", "finish_reason": "cancelled"})]
+
+
+def test_a_policy_switch_marks_the_old_policys_gauges_nan():
+    clock = VirtualClock()
+    host = EngineHost({"policy": {"name": "fcfs"}}, clock=clock, sleep=clock.sleep)
+    rec = Recorder()
+    sampler = ReplicaSampler(host, rec)
+
+    async def main():
+        await sampler.sample_once()
+        await host.reconfigure({"policy": {"name": "lqf"}})
+        await sampler.sample_once()
+
+    asyncio.run(main())
+    running = rec.calls["andes_replica_running"]
+    assert [t["policy"] for _, _, t in running] == ["fcfs", "fcfs", "lqf"]
+    assert np.isnan(running[1][1]) and running[2][1] == 0
