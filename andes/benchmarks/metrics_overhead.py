@@ -44,8 +44,8 @@ from andes.benchmarks.report import format_table, json_ready, write_json
 
 __all__ = ["Settings", "main", "recording_cost", "run"]
 
-COLUMNS = ("round", "cluster", "metrics", "streams", "tokens_per_s", "events_per_s", "streams_done", "errors", "server_cpu",
-           "load_1m")
+COLUMNS = ("round", "cluster", "metrics", "streams", "tokens_per_s", "events_per_s", "streams_done", "errors",
+           "server_cpu", "load_1m")
 
 
 @dataclass
