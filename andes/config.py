@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "EngineConfig",
     "GatewayConfig",
+    "MetricsConfig",
     "PolicyConfig",
     "ReplicaConfig",
     "RouterConfig",
@@ -137,11 +138,21 @@ class PolicyConfig(_Strict):
         return make_policy(self.name)
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics of a deployment (``andes.serve.metrics``; docs/observability.md)."""
+
+    enabled: bool = True
+    """Off: nothing is recorded (the overhead benchmark's baseline)."""
+    period_s: float = Field(1.0, gt=0, le=60)
+    """How often a replica samples its engine's queues, KV use and live QoE."""
+
+
 class ReplicaConfig(_Strict):
     """An engine replica's ``user_config``: its engine and its policy."""
 
     engine: EngineConfig = EngineConfig()
     policy: PolicyConfig = PolicyConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class GatewayConfig(_Strict, ExpectationRules):
@@ -158,6 +169,8 @@ class GatewayConfig(_Strict, ExpectationRules):
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
     """Requests asking for more ``max_tokens`` than this are rejected (400)."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The gateway's Prometheus metrics (``period_s`` is unused here)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "GatewayConfig":

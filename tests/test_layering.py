@@ -36,6 +36,7 @@ LAYER_OF = {
     # tools: commands, benchmarks and profiling; nothing imports them.
     "andes.cli": "tools", "andes.cli_profile": "tools", "andes.cli_trace": "tools",
     "andes.benchmarks": "tools", "andes.profiling": "tools", "andes.profiling_vllm": "tools",
+    "andes.observe": "tools",  # the dashboard, its push to Grafana, `andes top`
 }
 PACKAGE_LAYER = "core"  # andes/__init__.py itself (its version string)
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # annotations only: andes.config imports this module
 
 from andes.expectations import validate_expectations  # re-exported: its home is andes.expectations
 
-__all__ = ["Engine", "EngineRequest", "EngineStats", "FinishReason", "TokenEvent", "validate_expectations"]
+__all__ = ["Engine", "EngineRequest", "EngineStats", "EngineTelemetry", "FinishReason", "MAX_POLICY_TIMES",
+           "TokenEvent", "validate_expectations"]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
 
@@ -87,6 +88,25 @@ class EngineStats:
     policy: str
 
 
+MAX_POLICY_TIMES = 4096
+"""Most per-step policy times an engine keeps between two ``telemetry`` calls (the newest)."""
+
+
+@dataclass(frozen=True)
+class EngineTelemetry:
+    """What the replica's metrics read about the engine's own work once a period.
+
+    ``policy_seconds`` holds the scheduling policy's time in each step that ran it since the
+    previous ``telemetry`` call (at most ``MAX_POLICY_TIMES``, the newest), so one reader -- the
+    replica's metrics sampler -- sees each step once. The preemption counts are totals since
+    the engine started.
+    """
+
+    policy_seconds: tuple[float, ...] = ()
+    num_swap_preemptions: int = 0
+    num_recompute_preemptions: int = 0
+
+
 class Engine(Protocol):
     """What every engine offers the replica, the benchmarks and the tests.
 
@@ -110,6 +130,10 @@ class Engine(Protocol):
 
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
         """The QoE-headroom router's view of this engine; ``timestamp`` is on the router's clock."""
+        ...
+
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time per step since the previous call, and preemptions by kind (cheap)."""
         ...
 
     async def set_policy(self, policy: PolicyConfig) -> None:

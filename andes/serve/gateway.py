@@ -24,6 +24,8 @@ from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
 from andes.serve import page
+from andes.serve.gateway_metrics import GatewayMetrics
+from andes.serve.metrics import null_factory, ray_factory
 from andes.serve.protocol import Job
 from andes.serve.streaming import internal_error, models_body, respond
 
@@ -42,6 +44,7 @@ class Gateway:
     def __init__(self, engine: DeploymentHandle, config: dict[str, Any] | None = None) -> None:
         self.config = load_config(GatewayConfig, config, where="gateway")
         self.engine = engine.options(stream=True)
+        self.metrics = GatewayMetrics(ray_factory if self.config.metrics.enabled else null_factory)
 
     @api.get("/health")
     async def health(self) -> dict[str, str]:
@@ -56,12 +59,12 @@ class Gateway:
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         """OpenAI text completions."""
-        return await respond("completions", request, self.config, self._call)
+        return await respond("completions", request, self.config, self._call, self.metrics)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         """OpenAI chat completions."""
-        return await respond("chat", request, self.config, self._call)
+        return await respond("chat", request, self.config, self._call, self.metrics)
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.

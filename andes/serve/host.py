@@ -18,6 +18,7 @@ names is ``andes.engines.build_engine``'s business.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -59,6 +60,8 @@ class EngineHost:
         self.config = config if isinstance(config, ReplicaConfig) else \
             load_config(ReplicaConfig, config, where="user_config")
         self.engine = self._build(self.config)
+        # Streams that ended here, by finish reason ("cancelled": the consumer left); metrics.
+        self.num_finished: collections.Counter[str] = collections.Counter()
 
     def _build(self, config: ReplicaConfig) -> Engine:
         try:
@@ -120,9 +123,12 @@ class EngineHost:
                     num_tokens += len(batch[-1].token_ids)
                 event = merge_events(batch)
                 finished = event.is_final
+                if finished:
+                    self.num_finished[event.finish_reason] += 1
                 yield event
         finally:
             if not finished:  # consumer left early: free the engine's memory now
+                self.num_finished["cancelled"] += 1
                 pump.cancel()
                 await engine.abort(request.request_id)
 

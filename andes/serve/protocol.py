@@ -154,7 +154,8 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
     engine_times = body.stream_options is not None and body.stream_options.include_engine_time
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
-               ttft=ttft, tds=tds, arrival=arrival)
+               ttft=ttft, tds=tds, arrival=arrival,
+               service_class=body.service_class or config.default_service_class)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -204,6 +205,7 @@ class Job:
     tds: float
     arrival: float
     engine_times: bool = False  # stream_options.include_engine_time
+    service_class: str = ""  # the metrics' label: the class named, else the default one
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 

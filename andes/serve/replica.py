@@ -16,6 +16,8 @@ from ray import serve
 
 from andes.engines.base import EngineRequest, TokenEvent
 from andes.serve.host import EngineHost
+from andes.serve.metrics import ray_factory
+from andes.serve.replica_metrics import ReplicaSampler
 
 __all__ = ["EngineReplica"]
 
@@ -37,10 +39,22 @@ class EngineReplica:
         # Defaults until Serve passes user_config to reconfigure. The replica's rank on its node
         # gives a vLLM engine its own CPU cores (left alone, every engine takes the same one).
         self.host = EngineHost(placement=_placement())
+        self.sampler: ReplicaSampler | None = None  # metrics, started by reconfigure
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Validate ``user_config`` (``andes.config.ReplicaConfig``) and apply it in place."""
         await self.host.reconfigure(user_config)
+        await self._apply_metrics()
+
+    async def _apply_metrics(self) -> None:
+        """Start, restart (new period) or stop the metrics sampler as ``user_config.metrics`` says."""
+        settings = self.host.config.metrics
+        if self.sampler is not None and (not settings.enabled or self.sampler.period_s != settings.period_s):
+            await self.sampler.stop()
+            self.sampler = None
+        if settings.enabled and self.sampler is None:
+            self.sampler = ReplicaSampler(self.host, ray_factory, period_s=settings.period_s)
+            self.sampler.start()
 
     async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
                        ) -> AsyncIterator[TokenEvent]:
@@ -64,6 +78,8 @@ class EngineReplica:
         # Serve awaits an async __del__ on graceful shutdown: open streams end with "abort",
         # and a vLLM engine stops its processes (without this each stop leaks ~400 MiB of
         # shared memory).
+        if self.sampler is not None:
+            await self.sampler.stop()
         await self.host.shutdown()
 
 

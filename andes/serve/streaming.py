@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from andes.config import GatewayConfig
 from andes.engines.base import TokenEvent
-from andes.serve.protocol import ApiError, Job, Route, error_body, parse_request, sse
+from andes.serve.gateway_metrics import GatewayMetrics, rejection_reason
+from andes.serve.protocol import ApiError, DeliveryMeter, Job, Route, error_body, parse_request, sse
 
 __all__ = ["complete", "engine_message", "internal_error", "models_body", "respond", "sse_stream"]
 
@@ -30,18 +31,21 @@ Call = Callable[[Job], tuple[AsyncIterator[TokenEvent], Cancel]]
 """Starts the engine request of a job: its event stream and how to cancel it."""
 
 
-async def respond(route: Route, request: Request, config: GatewayConfig, call: Call) -> Response:
-    """The HTTP response to one completion request."""
+async def respond(route: Route, request: Request, config: GatewayConfig, call: Call,
+                  metrics: GatewayMetrics | None = None) -> Response:
+    """The HTTP response to one completion request (recorded in ``metrics``, if given)."""
     arrival = time.monotonic()
     try:
         job = parse_request(route, await request.body(), config, arrival)
     except ApiError as exc:
+        if metrics is not None:
+            metrics.rejected(route, rejection_reason(exc))
         return JSONResponse(exc.body(), status_code=exc.status)
     events, cancel = call(job)
     if job.stream:
-        return StreamingResponse(sse_stream(job, events, cancel), media_type="text/event-stream",
+        return StreamingResponse(sse_stream(job, events, cancel, metrics), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
-    status, body = await complete(job, events, cancel)
+    status, body = await complete(job, events, cancel, metrics)
     return JSONResponse(body, status_code=status)
 
 
@@ -62,9 +66,11 @@ async def _run(cancel: Cancel) -> None:
         await result
 
 
-async def sse_stream(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel) -> AsyncIterator[str]:
+async def sse_stream(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel,
+                     metrics: GatewayMetrics | None = None) -> AsyncIterator[str]:
     """The server-sent events answering ``job``; see the module docstring."""
     meter, first, done = job.meter(), True, False
+    outcome, num_events = "error", 0
     try:
         async for event in events:
             meter.num_preemptions = event.num_preemptions
@@ -72,10 +78,12 @@ async def sse_stream(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel
                 chunk = sse(job.chunk(event.text, first, engine_time=event.time))
                 meter.add(len(event.token_ids), time.monotonic())
                 first = False
+                num_events += 1
                 yield chunk
             if event.is_final:
                 done = True
                 if event.finish_reason in ("stop", "length"):
+                    outcome = "ok"
                     yield sse(job.final_chunk(event.finish_reason, meter))
                 else:
                     yield sse(error_body(engine_message(event.finish_reason, event.error),
@@ -89,14 +97,29 @@ async def sse_stream(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel
         yield sse(error_body(f"engine call failed: {exc!r}", type="server_error"))
     finally:
         if not done:  # the client disconnected (the server cancelled us): abort the request
+            outcome = "disconnected"
             await _run(cancel)
+        if metrics is not None:
+            metrics.ended(job, meter, outcome, num_events)
     yield sse("[DONE]")
 
 
-async def complete(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel
-                   ) -> tuple[int, dict[str, Any]]:
+async def complete(job: Job, events: AsyncIterator[TokenEvent], cancel: Cancel,
+                   metrics: GatewayMetrics | None = None) -> tuple[int, dict[str, Any]]:
     """``(HTTP status, JSON body)`` answering a non-streaming ``job``."""
-    meter, parts, num_tokens, reason, error = job.meter(), [], 0, None, None
+    meter, status = job.meter(), 0
+    try:
+        status, body = await _complete(job, meter, events, cancel)
+    finally:  # status 0: cancelled, i.e. the client disconnected
+        if metrics is not None:
+            outcome = "ok" if status == 200 else "disconnected" if status == 0 else "error"
+            metrics.ended(job, meter, outcome, 1 if status == 200 and meter.digest.num_tokens else 0)
+    return status, body
+
+
+async def _complete(job: Job, meter: DeliveryMeter, events: AsyncIterator[TokenEvent], cancel: Cancel
+                    ) -> tuple[int, dict[str, Any]]:
+    parts, num_tokens, reason, error = [], 0, None, None
     try:
         async for event in events:
             parts.append(event.text)

@@ -96,6 +96,20 @@ def test_the_vllm_engine_offers_every_call_of_the_engine_contract():
     assert contract_gaps(VllmEngine) == []
 
 
+def test_telemetry_reads_each_steps_policy_time_once(engine, loop):
+    async def main():
+        await engine.telemetry()  # drop what earlier tests left
+        await collect(engine, request("telemetry-1", max_tokens=8))
+        first = await engine.telemetry()
+        return first, await engine.telemetry()
+
+    first, again = loop.run(main())
+    # The Andes scheduler runs its policy phase every step: at least one per generated token.
+    assert len(first.policy_seconds) >= 8 and all(0 <= t < 1 for t in first.policy_seconds)
+    assert len(again.policy_seconds) < len(first.policy_seconds)  # drained by the first read
+    assert first.num_swap_preemptions == 0 and first.num_recompute_preemptions == engine.stats().num_preemptions
+
+
 def test_a_replica_config_naming_no_model_directory_fails_naming_the_field(tmp_path):
     from andes.serve.host import EngineHost
 

@@ -13,6 +13,8 @@ Two drivers use it: ``simulate`` runs a trace in virtual time for benchmarks, an
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +74,9 @@ class SimCore:
         self.step_ends: list[float] = []
         self.counters = _Counters()
         self.status: dict[int, str] = {}
+        # When set (the served engine's metrics), the wall time of each policy call is appended;
+        # it is only measured, never used by the simulation.
+        self.policy_times: deque[float] | None = None
 
     # -- request intake -----------------------------------------------------------------------
     def _alloc(self, capacity: int) -> None:
@@ -150,7 +155,10 @@ class SimCore:
             num_free_cpu_blocks=self.cpu.num_free,
         )
         model = self.latency if self.refit is None else self.refit.model
+        t0 = time.perf_counter()
         decision = self.policy.decide(view, budget, model, now)
+        if self.policy_times is not None:
+            self.policy_times.append(time.perf_counter() - t0)
         victims = cand[decision.preempt]
         swap_s = self._preempt(victims, decision.swap, now)
         swap_s += self._admit(cand[decision.run], now)

@@ -12,12 +12,13 @@ import asyncio
 import itertools
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Hashable
 
 import numpy as np
 
-from andes.engines.base import EngineRequest, EngineStats, TokenEvent
+from andes.engines.base import MAX_POLICY_TIMES, EngineRequest, EngineStats, EngineTelemetry, TokenEvent
 from andes.engines.sim.core import SWAPPED, WAITING, SimCore
 from andes.engines.sim.stats import from_core
 from andes.latency import LatencyModel
@@ -80,6 +81,7 @@ class SimEngine:
         max_burst_s: float = 0.05,
     ) -> None:
         self.core = SimCore(policy, latency)
+        self.core.policy_times = self._policy_times = deque(maxlen=MAX_POLICY_TIMES)
         self.clock = clock
         self._sleep = sleep or asyncio.sleep
         self.default_output_tokens = default_output_tokens
@@ -141,6 +143,13 @@ class SimEngine:
             num_finished=core.counters.num_finished,
             policy=core.policy.name,
         )
+
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time of each step that ran the policy since the last call; preemptions by kind."""
+        times = tuple(self._policy_times)
+        self._policy_times.clear()
+        counters = self.core.counters
+        return EngineTelemetry(times, counters.num_swaps, counters.num_preemptions - counters.num_swaps)
 
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
         """The router's view of this engine now; ``timestamp`` is on the router's clock."""

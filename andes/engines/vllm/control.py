@@ -21,7 +21,7 @@ from vllm.v1.engine.core import EngineCore
 
 __all__ = ["OPS", "VllmScheduler", "control"]
 
-OPS = ("stats", "set_policy")
+OPS = ("stats", "set_policy", "telemetry")
 
 
 def _stats(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +53,19 @@ def _set_policy(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return {"policy": config.name}
 
 
+def _telemetry(scheduler: Any) -> dict[str, Any]:
+    drain = getattr(scheduler, "drain_policy_times", None)  # vLLM's own scheduler has no policy
+    return {"policy_seconds": drain() if callable(drain) else []}
+
+
 def control(core: EngineCore, op: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Run ``op`` on ``core``'s scheduler between two engine steps (vLLM calls it there)."""
     if op == "stats":
         return _stats(core.scheduler, payload)
     if op == "set_policy":
         return _set_policy(core.scheduler, payload)
+    if op == "telemetry":
+        return _telemetry(core.scheduler)
     raise ValueError(f"op: unknown andes_control operation {op!r}; choose one of {OPS}")
 
 

@@ -32,7 +32,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from andes.config import PolicyConfig, VllmSettings
-from andes.engines.base import EngineRequest, EngineStats, FinishReason, TokenEvent
+from andes.engines.base import EngineRequest, EngineStats, EngineTelemetry, FinishReason, TokenEvent
 from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
                                        start_llm)
 from andes.latency import DEFAULT_PROFILE
@@ -182,6 +182,14 @@ class VllmEngine:
         self._start_output_handler()
         return await self._llm.engine_core.call_utility_async(
             "andes_control", "stats", {"include_requests": include_requests})
+
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time per step since the last call (read in the engine process); vLLM V1
+        preempts by recompute only, so every preemption counts as one."""
+        self._start_output_handler()
+        answer = await self._llm.engine_core.call_utility_async("andes_control", "telemetry", {})
+        return EngineTelemetry(tuple(float(t) for t in answer.get("policy_seconds", ())),
+                               num_swap_preemptions=0, num_recompute_preemptions=self._num_preemptions)
 
     async def set_policy(self, policy: PolicyConfig) -> None:
         """Switch the policy inside the running engine, between two steps; requests keep going.
