@@ -31,6 +31,10 @@ _ERROR = {
                        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
     }},
 }
+_EVENT = {  # one server-sent event: a JSON chunk (or an error, or [DONE]) and its sequence number
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string"}, "id": {"type": "string", "pattern": "^[0-9]+$"}},
+}
 _ERRORS = {
     "400": "invalid request (``param`` names the field)", "401": "missing or unknown API key",
     "404": "unknown model", "413": "request body too large",
@@ -57,7 +61,7 @@ def _narrow(body: dict[str, Any], config: GatewayConfig) -> dict[str, Any]:
 def _responses() -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "the completion (``stream``: server-sent events)",
                                    "content": {"application/json": {"schema": {"type": "object"}},
-                                               "text/event-stream": {"schema": {"type": "string"}}}}}
+                                               "text/event-stream": {"schema": _EVENT}}}}
     for status, text in _ERRORS.items():
         out[status] = {"description": text, "content": {"application/json": {"schema": _ERROR}}}
         if status in ("429", "503"):

@@ -57,6 +57,9 @@ def sse(payload: dict[str, Any] | str, seq: int | None = None) -> str:
 
 # ---------------------------------------------------------------------------------- requests
 _Positive = dict(gt=0, allow_inf_nan=False)
+MIN_TDS = 0.01
+"""Slowest reader the API accepts (a token every 100 s); slower is a unit mistake, and values
+near 0 would overflow the QoE arithmetic (1 / tds)."""
 
 
 class _StreamOptions(BaseModel):
@@ -80,7 +83,7 @@ class _Common(BaseModel):
     n: int = Field(1, ge=1, le=1)
     ttft: float | None = Field(None, le=MAX_TTFT_S, **_Positive)
     """Expected time to first token (s); default: the service class's (``andes.expectations``)."""
-    tds: float | None = Field(None, le=MAX_TDS, **_Positive)
+    tds: float | None = Field(None, ge=MIN_TDS, le=MAX_TDS, allow_inf_nan=False)
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
     stream_options: _StreamOptions | None = None
