@@ -45,3 +45,22 @@ def test_benchmark_runs_keep_every_slot_and_its_history():
         core.step(0.0)
     assert core.num_slots == 3 and len(core.step_ends) == core.counters.num_steps
     assert all(core.token_times(slot).size == 2 for slot in range(3))
+
+
+def test_a_slot_is_reused_only_after_its_last_tokens_were_delivered():
+    # Clients submit again as soon as their stream ends, i.e. while the engine sleeps between
+    # a step and delivering its tokens: a slot reused then would get the old request's tokens.
+    async def client(engine: SimEngine, k: int) -> None:
+        for j in range(25):
+            rid, n = f"c{k}-{j}", 1 + (j * (k + 1)) % 5
+            events = [e async for e in engine.submit(request(rid, output_tokens=n))]
+            assert {e.request_id for e in events} == {rid}
+            assert [t for e in events for t in e.token_ids] == list(range(n))
+
+    async def main():
+        clock = VirtualClock()
+        engine = SimEngine(FCFSPolicy(), make_latency(), clock=clock, sleep=clock.sleep)
+        await asyncio.wait_for(asyncio.gather(*(client(engine, k) for k in range(6))), timeout=60)
+        return engine
+    engine = asyncio.run(main())
+    assert engine._streams == {} and engine.core.num_slots <= 6

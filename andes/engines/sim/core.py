@@ -57,8 +57,9 @@ class SimCore:
                  refit: OnlineRefit | None = None, recycle: bool = False):
         self.policy = policy
         # A served engine runs for ever: with ``recycle`` a finished request's slot is reused by a
-        # later one and no per-step history is kept, so memory follows the requests open at once
-        # (``token_times``/``outcomes`` then describe nothing). Benchmarks keep every slot.
+        # later one (once its owner says it is done with it: ``release``) and no per-step
+        # history is kept, so memory follows the requests open at once (``token_times`` and
+        # ``outcomes`` then describe nothing). Benchmarks keep every slot.
         self.recycle = recycle
         self._free_slots: list[int] = []
         self.latency = latency  # what steps cost (the simulated hardware)
@@ -120,6 +121,15 @@ class SimCore:
             self._alloc(2 * self.arrival.size)
         self.num_slots += 1
         return slot
+
+    def release(self, slot: int) -> None:
+        """Let a later request reuse finished ``slot`` (``recycle`` mode; otherwise a no-op).
+
+        The owner calls it once it has read all it needs of the slot: a slot reused while its
+        last step's tokens are still being delivered would hand them to the new request.
+        """
+        if self.recycle and self.state[slot] == DONE and slot not in self._free_slots:
+            self._free_slots.append(int(slot))
 
     def abort(self, slot: int, status: str = "aborted") -> None:
         """Stop ``slot`` now and free its memory (client cancel or server abort)."""
@@ -316,8 +326,6 @@ class SimCore:
         self.waiting = self._without(self.waiting, slots)
         for s in slots:
             self.status[int(s)] = status  # a recycled slot keeps it until it is reused
-        if self.recycle:
-            self._free_slots.extend(int(s) for s in slots)
         self.counters.num_finished += int(slots.size)
 
     # -- results ------------------------------------------------------------------------------

@@ -256,4 +256,6 @@ class SimEngine:
 
     def _forget(self, stream: _Stream) -> None:
         self._streams.pop(stream.request_id, None)
-        self._by_slot.pop(stream.slot, None)
+        if self._by_slot.get(stream.slot) is stream:
+            del self._by_slot[stream.slot]
+            self.core.release(stream.slot)  # nothing reads the slot after this
