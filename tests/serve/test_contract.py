@@ -173,3 +173,24 @@ def test_a_disconnect_is_one_info_line_without_traceback(caplog):
     lines = [r for r in caplog.records if r.name == "andes.serve"]
     assert cancelled == [True] and len(lines) == 1
     assert lines[0].levelno == logging.INFO and "disconnected" in lines[0].getMessage() and lines[0].exc_info is None
+
+
+# ---------------------------------------------------------------- readiness
+def test_a_request_no_engine_takes_in_time_is_503_with_retry_after_not_a_hang():
+    app = make_local_app({"gateway": {"ready_timeout_s": 0.2, "unready_retry_after_s": 7}})
+    closed = []
+
+    async def never_ready(request, max_tokens_per_event=16, announce=False):
+        try:
+            await asyncio.sleep(3600)  # an engine that is still starting
+            yield None  # pragma: no cover
+        finally:
+            closed.append(request.request_id)
+
+    app.state.host.generate = never_ready
+    for stream in (False, True):
+        response = call(app, "POST", "/v1/completions", json={"prompt": "hi", "stream": stream})
+        assert_openai_error(response, 503)
+        assert response.headers["retry-after"] == "7"
+    assert len(closed) == 2  # the waiting engine call was cancelled, not left behind
+    assert call(app, "GET", "/ready").status_code == 200 and call(app, "GET", "/health").status_code == 200
