@@ -33,6 +33,8 @@ from andes.serve.streaming import models_body, respond
 
 __all__ = ["Gateway", "api"]
 
+_PROBE_TIMEOUT_S = 0.9
+
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 errors.install(api)
 
@@ -58,9 +60,11 @@ class Gateway:
     async def ready(self) -> Response:
         """Readiness: an engine replica answers (Serve routes only to replicas that passed
         their health check); 503 with ``Retry-After`` while none does."""
-        try:
-            await asyncio.wait_for(self.probe.ready.remote(), self.config.ready_timeout_s)
+        response = self.probe.ready.remote()
+        try:  # probes (Kubernetes: 1 s by default) must not wait as long as a request may
+            await asyncio.wait_for(_result(response), _PROBE_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - timed out, or no replica could answer: not ready
+            response.cancel()
             return not_ready(self.config)
         return JSONResponse({"status": "ready"})
 
@@ -83,3 +87,7 @@ class Gateway:
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
         events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True)
         return events, events.cancel
+
+
+async def _result(response: Any) -> Any:
+    return await response
