@@ -33,8 +33,6 @@ from andes.serve.streaming import models_body, respond
 
 __all__ = ["Gateway", "api"]
 
-_PROBE_TIMEOUT_S = 0.9
-
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 errors.install(api)
 
@@ -61,11 +59,15 @@ class Gateway:
         """Readiness: an engine replica answers (Serve routes only to replicas that passed
         their health check); 503 with ``Retry-After`` while none does."""
         response = self.probe.ready.remote()
+
+        async def answered() -> Any:
+            return await response
+
         try:  # probes (Kubernetes: 1 s by default) must not wait as long as a request may
-            await asyncio.wait_for(_result(response), _PROBE_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - timed out, or no replica could answer: not ready
+            await asyncio.wait_for(answered(), 0.9)
+        except Exception as exc:  # noqa: BLE001 - timed out, or no replica could answer: not ready
             response.cancel()
-            return not_ready(self.config)
+            return not_ready(self.config, "timed out" if isinstance(exc, asyncio.TimeoutError) else repr(exc))
         return JSONResponse({"status": "ready"})
 
     @api.get("/v1/models")
@@ -88,6 +90,3 @@ class Gateway:
         events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True)
         return events, events.cancel
 
-
-async def _result(response: Any) -> Any:
-    return await response

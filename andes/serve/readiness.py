@@ -18,9 +18,10 @@ from andes.serve.protocol import error_body
 __all__ = ["not_ready"]
 
 
-def not_ready(config: GatewayConfig) -> JSONResponse:
+def not_ready(config: GatewayConfig, reason: str | None = None) -> JSONResponse:
     """503 in OpenAI's shape with ``Retry-After``: no engine can take requests yet."""
-    body = error_body("no engine replica is ready to serve yet; retry later", type="server_error",
+    detail = f" ({reason})" if reason else ""
+    body = error_body(f"no engine replica is ready to serve yet{detail}; retry later", type="server_error",
                       code="unavailable")
     return JSONResponse(body, status_code=503,
                         headers={"Retry-After": str(math.ceil(config.unready_retry_after_s))})

@@ -185,7 +185,11 @@ def test_reconfigure_switches_policy_without_restarting_the_engine(server, clien
 
 def test_readiness_contract_errors_and_schema_through_serve(server):
     base = server.base_url
-    assert httpx.get(f"{base}/ready", timeout=30).json() == {"status": "ready"}
+    deadline = time.monotonic() + 30  # the first probe may land while the handle starts up
+    while (ready := httpx.get(f"{base}/ready", timeout=30)).status_code != 200 and time.monotonic() < deadline:
+        assert ready.status_code == 503 and ready.headers["retry-after"]
+        time.sleep(0.5)
+    assert ready.json() == {"status": "ready"}, ready.text
     missing = httpx.get(f"{base}/nope", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     doc = httpx.get(f"{base}/openapi.json", timeout=10).json()
