@@ -44,7 +44,7 @@ PROFILE = dict(name="overload-small", decode_base_s=0.05, max_num_seqs=8, num_gp
 SERVER = ("import json, sys, uvicorn; from andes.serve.local import make_local_app; "
           "uvicorn.run(make_local_app(json.loads(sys.argv[1])), host='127.0.0.1', "
           "port=int(sys.argv[2]), log_level='warning')")
-ADMISSION = {"qoe_floor": 0.5, "max_waiting": 16, "assumed_output_tokens": OUTPUT_TOKENS}
+ADMISSION = {"qoe_floor": 0.8, "max_waiting": 8, "assumed_output_tokens": OUTPUT_TOKENS}
 
 
 @dataclass
