@@ -1,8 +1,10 @@
 """One log line per request: what the reader got (QoE, TTFT, TDS, preemptions) and whose it was.
 
 A finished request logs one INFO line; a client that disconnected logs one INFO line, not a
-traceback (a reader leaving is normal, not an error). The logger is ``andes.serve`` (Ray
-Serve's replica logs pick it up like any other logger).
+traceback (a reader leaving is normal, not an error). The logger is ``ray.serve.andes``: a child of
+the ``ray.serve`` logger that Ray Serve configures in each replica (INFO, into the replica's
+log file), so the lines land there; in the single-process server, configure it like any other
+logger. Naming it does not import Ray.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from andes.serve.protocol import Job
 
 __all__ = ["log_disconnect", "log_finished", "logger"]
 
-logger = logging.getLogger("andes.serve")
+logger = logging.getLogger("ray.serve.andes")
 
 
 def _num(value: Any) -> str:

@@ -68,10 +68,10 @@ def test_the_api_checks_keys_on_inference_routes_only(monkeypatch, caplog):
         refused = call(app, "POST", path, json=BODY)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
         assert call(app, "POST", path, json=BODY, headers={"Authorization": "Bearer nope"}).status_code == 401
-    with caplog.at_level(logging.INFO, logger="andes.serve"):
+    with caplog.at_level(logging.INFO, logger="ray.serve.andes"):
         ok = call(app, "POST", "/v1/completions", json=BODY, headers={"Authorization": "Bearer sk-alice"})
     assert ok.status_code == 200
-    assert any("tenant=alice" in r.getMessage() for r in caplog.records if r.name == "andes.serve")
+    assert any("tenant=alice" in r.getMessage() for r in caplog.records if r.name == "ray.serve.andes")
 
 
 def test_a_key_past_its_concurrent_limit_gets_429(monkeypatch):

@@ -147,9 +147,9 @@ def test_usage_counts_the_prompt_as_the_engine_did():
 
 # ---------------------------------------------------------------- logs
 def test_each_finished_request_logs_one_line_with_its_qoe(app, caplog):
-    with caplog.at_level(logging.INFO, logger="andes.serve"):
+    with caplog.at_level(logging.INFO, logger="ray.serve.andes"):
         call(app, "POST", "/v1/completions", json={"prompt": "hi", "max_tokens": 3, "stream": True})
-    lines = [r for r in caplog.records if r.name == "andes.serve"]
+    lines = [r for r in caplog.records if r.name == "ray.serve.andes"]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO and lines[0].exc_info is None
     for key in ("qoe=", "ttft=", "tds=", "preemptions=", "tenant="):
         assert key in lines[0].getMessage()
@@ -168,9 +168,9 @@ def test_a_disconnect_is_one_info_line_without_traceback(caplog):
         await anext(stream)
         await stream.aclose()  # what the server does when the client goes away
 
-    with caplog.at_level(logging.INFO, logger="andes.serve"):
+    with caplog.at_level(logging.INFO, logger="ray.serve.andes"):
         asyncio.run(main())
-    lines = [r for r in caplog.records if r.name == "andes.serve"]
+    lines = [r for r in caplog.records if r.name == "ray.serve.andes"]
     assert cancelled == [True] and len(lines) == 1
     assert lines[0].levelno == logging.INFO and "disconnected" in lines[0].getMessage() and lines[0].exc_info is None
 
