@@ -20,9 +20,12 @@ if TYPE_CHECKING:  # annotations only: andes.config imports this module
 from andes.expectations import validate_expectations  # re-exported: its home is andes.expectations
 
 __all__ = ["Engine", "EngineRequest", "EngineStats", "EngineTelemetry", "FinishReason", "MAX_POLICY_TIMES",
-           "TokenEvent", "validate_expectations"]
+           "Refusal", "TokenEvent", "validate_expectations"]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
+Refusal = Literal["invalid", "overloaded"]
+"""Why a request was refused before it ran: ``invalid`` (the engine cannot take it; the error
+names the field, e.g. ``prompt: ...``) or ``overloaded`` (admission control; retry later)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
     error: str | None = None
+    refused: Refusal | None = None  # with finish_reason "error": the request never ran
+    retry_after_s: float | None = None  # refused "overloaded": when to try again
+    num_prompt_tokens: int | None = None  # the engine's own count (final events)
 
     @property
     def is_final(self) -> bool:
@@ -141,6 +147,10 @@ class Engine(Protocol):
 
         Raises when the engine cannot switch (the caller keeps its old config).
         """
+        ...
+
+    async def check_health(self) -> None:
+        """Raise if the engine can no longer serve requests (its loop or processes died)."""
         ...
 
     async def shutdown(self) -> None:

@@ -56,11 +56,21 @@ class EngineReplica:
             self.sampler = ReplicaSampler(self.host, ray_factory, period_s=settings.period_s)
             self.sampler.start()
 
-    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
-                       ) -> AsyncIterator[TokenEvent]:
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
+                       announce: bool = False) -> AsyncIterator[TokenEvent]:
         """Stream ``request`` (the router reads it too); the last event is final."""
-        async for event in self.host.generate(request, max_tokens_per_event):
+        async for event in self.host.generate(request, max_tokens_per_event, announce):
             yield event
+
+    def ready(self) -> bool:
+        """Readiness probe of the gateway: answering at all means this replica serves (Serve
+        routes only to replicas whose constructor, ``reconfigure`` and health check passed)."""
+        return True
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: raises when the engine can no longer serve, so Serve
+        stops routing here and replaces the replica."""
+        await self.host.check_health()
 
     def stats(self) -> dict[str, Any]:
         """The engine's ``EngineStats`` as a dict."""

@@ -294,3 +294,19 @@ def test_andes_beats_fcfs_on_mean_qoe_under_an_overload_burst(engine, loop):
     assert np.median(andes_first[n:]) < np.median(andes_first[:n]), andes_first
     assert andes[n:].mean() > fcfs[n:].mean(), (fcfs, andes)
     assert andes.mean() > fcfs.mean() - 0.02, (fcfs, andes)  # and the patient ones pay little for it
+
+
+def test_openai_sampling_fields_reach_vllm_and_usage_counts_tokenizer_tokens(engine, loop):
+    prompt = "the reader reads one word at a time"
+    greedy = loop.run(collect(engine, request("greedy", max_tokens=24, prompt=prompt)))
+    text = "".join(e.text for e in greedy)
+    assert greedy[-1].num_prompt_tokens == len(engine.tokenizer.encode(prompt))  # not a word count
+    # A stop string from the middle of the greedy text ends the same request there.
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    stopped = loop.run(collect(engine, request("stopped", max_tokens=24, prompt=prompt,
+                                               sampling={"ignore_eos": True, "stop": [stop]})))
+    assert stopped[-1].finish_reason == "stop"
+    assert "".join(e.text for e in stopped) == text[:text.index(stop)]
+    seeded = [loop.run(collect(engine, request(f"seeded-{i}", max_tokens=24, prompt=prompt, sampling={
+        "ignore_eos": True, "temperature": 1.0, "top_p": 0.9, "seed": 11}))) for i in range(2)]
+    assert [t for e in seeded[0] for t in e.token_ids] == [t for e in seeded[1] for t in e.token_ids]

@@ -129,6 +129,8 @@ class VllmEngine:
         if not request.prompt:
             raise ValueError("prompt: the vLLM engine needs the prompt text (got none)")
         token_ids = list(self._tokenizer.encode(request.prompt))
+        if not token_ids:
+            raise ValueError("prompt: the prompt encodes to no tokens")
         if len(token_ids) >= self.max_model_len:
             raise ValueError(f"prompt: {len(token_ids)} tokens, but the engine holds at most "
                              f"{self.max_model_len} tokens per request with at least one generated")
@@ -246,6 +248,12 @@ class VllmEngine:
             omitted_context_tokens=int(sum(s.num_prompt_tokens + s.digest.num_tokens for s in rest)),
         )
 
+    async def check_health(self) -> None:
+        """Raise if vLLM's engine processes died or the engine was shut down."""
+        if self._closed:
+            raise RuntimeError("engine: shut down")
+        await self._llm.check_health()
+
     async def shutdown(self) -> None:
         """End every open stream with ``abort`` and stop vLLM's engine processes."""
         if self._closed:
@@ -326,7 +334,8 @@ class VllmEngine:
                         error = f"vLLM finished the request with {completion.finish_reason!r}"
                 if token_ids or reason is not None:
                     self._emit(stream, TokenEvent(stream.request_id, index, token_ids, completion.text,
-                                                  now, reason, stream.num_preemptions, error))
+                                                  now, reason, stream.num_preemptions, error,
+                                                  num_prompt_tokens=stream.num_prompt_tokens))
                 index += len(token_ids)
                 if output.finished:
                     return
