@@ -28,8 +28,11 @@ than the real one (every real schedule is feasible on it, token for token no lat
 it serves fully on time scores 1, which no engine can beat. For the others it is what deadline
 order achieves on the relaxation, not a proven optimum: no certified bound of the published
 metric is informative, since holding back only the last token drives any request's QoE towards
-``1 - 1/n`` (docs/design.md, QoE: the metric is not monotone in the end time). Read it as the
-achievable reference, and a policy's figures as fractions of it.
+``1 - 1/n`` (docs/design.md, QoE: the metric is not monotone in the end time). Deadline order is
+not always the best order either: when a crowd arrives at once, readers that fell behind get
+their next tokens before readers still on time, and a real FCFS engine can then score higher.
+Read the figure as the achievable reference where the trace spreads over time (there it keeps
+nearly everyone on time), not as a certified ceiling.
 """
 
 from __future__ import annotations
@@ -116,48 +119,51 @@ def fluid_bound(trace: Sequence, latency: LatencyModel) -> FluidBound:
 
 
 def _edf(trace: Sequence, works: list[np.ndarray], arrival: np.ndarray) -> list[np.ndarray]:
-    """Preemptive earliest-due-token-first on a unit-speed engine; token times after arrival."""
+    """Preemptive earliest-due-token-first on a unit-speed engine; token times after arrival.
+    Heap entries are ``(due, request)``; equal dues go to the earlier request."""
     n = len(trace)
     times = [np.empty(w.size) for w in works]
-    rem = [float(w[0]) for w in works]  # work left on each request's current token
-    nxt = [0] * n  # index of each request's current token
-    digest = [-math.inf] * n  # digest time of its last token, s after arrival
+    work = [w.tolist() for w in works]
+    arr = arrival.tolist()
     ttft = [float(r.ttft) for r in trace]
     interval = [1.0 / float(r.tds) for r in trace]
-
-    def due(i: int) -> float:
-        j = nxt[i]
-        return arrival[i] + max(ttft[i] + j * interval[i], digest[i] + interval[i])
-
+    rem = [w[0] for w in work]  # work left on each request's current token
+    nxt = [0] * n  # index of each request's current token
+    digest = [-math.inf] * n  # digest time of its last token, s after arrival
     heap: list[tuple[float, int]] = []
-    t, ptr = float(arrival[0]), 0
+    t, ptr = arr[0], 0
     while ptr < n or heap:
-        while ptr < n and arrival[ptr] <= t:
-            heapq.heappush(heap, (due(ptr), ptr))
+        while ptr < n and arr[ptr] <= t:
+            heapq.heappush(heap, (arr[ptr] + ttft[ptr], ptr))
             ptr += 1
         if not heap:
-            t = float(arrival[ptr])
+            t = arr[ptr]
             continue
-        next_arrival = float(arrival[ptr]) if ptr < n else math.inf
-        _, i = heapq.heappop(heap)
+        next_arrival = arr[ptr] if ptr < n else math.inf
+        due, i = heapq.heappop(heap)
+        a, step, w, out = arr[i], interval[i], work[i], times[i]
         # Work on request i until its tokens stop being the most urgent or a request arrives.
         while True:
             if t + rem[i] > next_arrival:
                 rem[i] -= next_arrival - t
                 t = next_arrival
-                heapq.heappush(heap, (due(i), i))
+                heapq.heappush(heap, (due, i))
                 break
             t += rem[i]
             j = nxt[i]
-            rel = t - arrival[i]
-            times[i][j] = rel
-            digest[i] = max(rel, digest[i] + interval[i])
-            nxt[i] = j + 1
-            if j + 1 == works[i].size:
+            rel = t - a
+            out[j] = rel
+            c = max(rel, digest[i] + step)
+            digest[i] = c
+            j += 1
+            nxt[i] = j
+            if j == len(w):
                 break
-            rem[i] = float(works[i][j + 1])
-            key = due(i)
-            if heap and heap[0][0] < key:
-                heapq.heappush(heap, (key, i))
+            rem[i] = w[j]
+            # The next token is due when the reader needs it: at its expected time, or one
+            # reading interval after the last digested token once the reader lags.
+            due = a + max(ttft[i] + j * step, c + step)
+            if heap and heap[0] < (due, i):
+                heapq.heappush(heap, (due, i))
                 break
     return times

@@ -165,13 +165,14 @@ def test_forced_preemption_happens_even_with_the_cap_spent():
 
 @settings(max_examples=60, deadline=None)
 @given(view=views(), capacity=st.integers(1, 40), max_num_seqs=st.integers(1, 10),
-       step=st.integers(0, 3), p=st.sampled_from([0.0, 0.5, 1.0, 2.0]))
-def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p):
+       step=st.integers(0, 3), p=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       reserve=st.sampled_from([0.0, 16.0]))
+def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p, reserve):
     seen = 6
     budget = make_budget(capacity, max_num_seqs, step_index=step, num_requests_seen=seen,
                          num_preemptions_total=int(math.ceil(p * seen)))
-    d = policy(max_preemptions_per_request=p, solve_every=2, pressure_threshold=0.5).decide(
-        view, budget, LAT, 30.0)
+    d = policy(max_preemptions_per_request=p, solve_every=2, pressure_threshold=0.5,
+               growth_reserve_tokens=reserve).decide(view, budget, LAT, 30.0)
     running = np.flatnonzero(view.is_running)
     running_fits = view.num_blocks[running].sum() <= capacity and running.size <= max_num_seqs
     if running_fits:
@@ -191,9 +192,10 @@ def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p
 @settings(max_examples=120, deadline=None)
 @given(view=views(), capacity=st.integers(0, 40), max_num_seqs=st.integers(1, 10),
        step=st.integers(0, 3), cpu=st.integers(0, 20),
-       objective=st.sampled_from(["avg", "min", "count"]), solve=st.booleans())
-def test_selection_always_fits(view, capacity, max_num_seqs, step, cpu, objective, solve):
-    cfg = dict(objective=objective, **(SOLVE if solve else {}))
+       objective=st.sampled_from(["avg", "min", "count"]), solve=st.booleans(),
+       reserve=st.sampled_from([0.0, 2.0, 16.0]))
+def test_selection_always_fits(view, capacity, max_num_seqs, step, cpu, objective, solve, reserve):
+    cfg = dict(objective=objective, growth_reserve_tokens=reserve, **(SOLVE if solve else {}))
     budget = make_budget(capacity, max_num_seqs, step_index=step, num_free_cpu_blocks=cpu,
                          num_requests_seen=10, num_preemptions_total=step)
     d = policy(**cfg).decide(view, budget, LAT, 30.0)
@@ -298,6 +300,9 @@ def test_count_objective_rescues_a_request_that_can_still_reach_the_threshold():
     ("max_preemptions_per_request", -1.0), ("max_preemptions_per_request", math.nan),
     ("qoe_threshold", 1.5), ("qoe_threshold", -0.5), ("qoe_threshold", math.nan),
     ("num_batch_sizes", 0),
+    ("growth_reserve_tokens", -1.0), ("growth_reserve_tokens", math.nan), ("growth_reserve_tokens", math.inf),
+    ("restore_weight", -0.5), ("restore_weight", math.nan), ("restore_weight", math.inf),
+    ("min_preemption_gain", -0.1), ("min_preemption_gain", math.nan), ("min_preemption_gain", math.inf),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -306,7 +311,8 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 
 def test_config_accepts_edges():
     AndesConfig(pressure_threshold=0.0, running_bonus=0.0, max_preemptions_per_request=0.0,
-                qoe_threshold=1.0, solve_every=1, num_batch_sizes=1)
+                qoe_threshold=1.0, solve_every=1, num_batch_sizes=1, growth_reserve_tokens=0.0,
+                restore_weight=0.0, min_preemption_gain=0.0)
     AndesConfig(max_preemptions_per_request=math.inf, pressure_threshold=1.0)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
 from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
-from andes.scheduler.restore import prefill_delay_seconds, restore_seconds, victim_restore
+from andes.scheduler.restore import prefill_delay_seconds, restore_seconds, swap_round_trip_seconds, victim_restore
 
 __all__ = ["AndesConfig", "AndesPolicy"]
 
@@ -303,7 +303,7 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
 def _waiting_restore(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
     """Delay before a waiting request's first token if admitted now: swap-in or (re)prefill."""
     ctx = view.context_tokens
-    return np.where(view.is_swapped, latency.swap_time(ctx), prefill_delay_seconds(latency, ctx))
+    return np.where(view.is_swapped, 0.5 * swap_round_trip_seconds(latency, ctx), prefill_delay_seconds(latency, ctx))
 
 
 @dataclass(frozen=True)

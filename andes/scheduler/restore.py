@@ -39,16 +39,22 @@ def prefill_delay_seconds(latency: LatencyModel, num_tokens) -> np.ndarray:
 
 
 def swap_round_trip_seconds(latency: LatencyModel, num_tokens) -> np.ndarray:
-    """Engine time to swap ``num_tokens`` of KV out now and back in on return."""
-    return 2.0 * np.asarray(latency.swap_time(np.asarray(num_tokens, dtype=np.float64)), dtype=np.float64)
+    """Engine time to swap ``num_tokens`` of KV out now and back in on return (``swap_time``
+    both ways, without its input checks: this runs on every scheduler step)."""
+    p = latency.profile
+    return np.asarray(num_tokens, dtype=np.float64) * (2.0 * p.kv_bytes_per_token / p.swap_bytes_per_s)
+
+
+def _both(latency: LatencyModel, context_tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    recompute = recompute_seconds(latency, context_tokens)
+    swap = swap_round_trip_seconds(latency, context_tokens)
+    return swap < recompute, swap, recompute
 
 
 def restore_seconds(latency: LatencyModel, context_tokens) -> tuple[np.ndarray, np.ndarray]:
     """(is_swap, seconds): the cheaper way back for victims of ``context_tokens``, host memory
     aside. On a tie recompute wins: it holds no host memory."""
-    recompute = recompute_seconds(latency, context_tokens)
-    swap = swap_round_trip_seconds(latency, context_tokens)
-    is_swap = swap < recompute
+    is_swap, swap, recompute = _both(latency, context_tokens)
     return is_swap, np.where(is_swap, swap, recompute)
 
 
@@ -57,8 +63,6 @@ def victim_restore(latency: LatencyModel, context_tokens: np.ndarray, held_block
     """(is_swap, seconds) for victims evicted in the given order: a victim swaps when that is
     cheaper and the host blocks of the swaps before it leave room for its own; otherwise it is
     recomputed."""
-    is_swap, _ = restore_seconds(latency, context_tokens)
-    used = np.cumsum(np.where(is_swap, held_blocks, 0))
-    is_swap = is_swap & (used <= free_cpu_blocks)
-    recompute = recompute_seconds(latency, context_tokens)
-    return is_swap, np.where(is_swap, swap_round_trip_seconds(latency, context_tokens), recompute)
+    is_swap, swap, recompute = _both(latency, context_tokens)
+    is_swap &= np.cumsum(np.where(is_swap, held_blocks, 0)) <= free_cpu_blocks
+    return is_swap, np.where(is_swap, swap, recompute)
