@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from factories import make_latency, make_trace
 
-from andes.bound import fluid_bound, token_work
+from andes.bound import _edf, fluid_bound, token_work
 from andes.engines.sim import simulate
 from andes.qoe import qoe
 from andes.scheduler import make_policy
@@ -86,3 +86,15 @@ def test_bad_traces_are_rejected():
         fluid_bound([], SLOW)
     with pytest.raises(ValueError, match="non-decreasing"):
         fluid_bound(make_trace((1.0, 10, 1), (0.0, 10, 1)), SLOW)
+
+
+def test_the_better_of_the_two_deadline_orders_is_kept():
+    # A crowd with more work than time: whichever order scores higher is the reference.
+    lat = make_latency()
+    trace = make_trace(*[(0.01 * i, 30, 20, 0.5, 8.0) for i in range(30)])
+    b = fluid_bound(trace, lat)
+    arrival = np.array([r.arrival for r in trace])
+    works = [token_work(r.prompt_tokens, r.output_tokens, lat) for r in trace]
+    for demote in (False, True):
+        times = _edf(trace, works, arrival, demote=demote)
+        assert b.mean_qoe >= np.mean([qoe(t, r.ttft, r.tds) for t, r in zip(times, trace)]) - 1e-12
