@@ -44,7 +44,8 @@ import numpy as np
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
 from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
-from andes.scheduler.restore import prefill_delay_seconds, restore_seconds, swap_round_trip_seconds, victim_restore
+from andes.scheduler.restore import (prefill_delay_seconds, restore_seconds, swap_round_trip_seconds,
+                                     victim_restore)
 
 __all__ = ["AndesConfig", "AndesPolicy"]
 
@@ -54,7 +55,8 @@ Objective = Literal["avg", "min", "count"]
 @dataclass(frozen=True)
 class AndesConfig:
     """Knobs of the Andes policy. Defaults follow the published implementation (spec section 7)
-    except the horizon and the cap, chosen with the restore-aware refiner (docs/design.md, Andes)."""
+    except the horizon and the cap, chosen with the restore-aware refiner on the overload cases
+    of ``bench/policy_eval.py``."""
 
     objective: Objective = "avg"
     horizon_s: float = 40.0  # look-ahead dt for projected QoE
@@ -303,7 +305,8 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
 def _waiting_restore(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
     """Delay before a waiting request's first token if admitted now: swap-in or (re)prefill."""
     ctx = view.context_tokens
-    return np.where(view.is_swapped, 0.5 * swap_round_trip_seconds(latency, ctx), prefill_delay_seconds(latency, ctx))
+    swap_in = 0.5 * swap_round_trip_seconds(latency, ctx)
+    return np.where(view.is_swapped, swap_in, prefill_delay_seconds(latency, ctx))
 
 
 @dataclass(frozen=True)
@@ -358,10 +361,10 @@ def _best_entrant_prefix(
     """How many entrants (best first) to admit, and how many victims that evicts.
 
     Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
-    make room (least valuable first; room is KV memory and batch seats) - the stall the
-    preemptions cost the running batch: the entrants' restores now and the victims' restores
-    when they come back. Only entrants that need a victim pay it; one that fits in free memory
-    and a free seat is plain admission.
+    make room (least valuable first; room is KV memory and batch seats) - the engine time the
+    preemptions take (the entrants' restores now and the victims' restores when they come back)
+    at ``stall_cost_per_s`` - ``min_gain`` per victim. Only entrants that need a victim pay it;
+    one that fits in free memory and a free seat is plain admission.
     """
     if entrant_gain.size == 0:
         return 0, 0
