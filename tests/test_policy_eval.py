@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from andes.benchmarks import policy_eval
 
 
+@pytest.mark.subprocess  # its worker pool forks
 def test_policy_eval_reports_both_policies_the_bound_and_the_targets(tmp_path, capsys):
     out = tmp_path / "policy_eval.json"
     assert policy_eval.main(["--num-requests", "60", "--seeds", "0", "--cases", "rag@1.5x,burst2x@cap",
