@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from andes.config import ConfigError, ReplicaConfig, load_config
 from andes.engines import build_engine
-from andes.engines.base import Engine, EngineRequest, TokenEvent
+from andes.engines.base import Engine, EngineRequest, ExpectationUpdate, TokenEvent
 
 __all__ = ["EngineHost", "merge_events"]
 
@@ -125,6 +125,10 @@ class EngineHost:
             if not finished:  # consumer left early: free the engine's memory now
                 pump.cancel()
                 await engine.abort(request.request_id)
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate) -> bool:
+        """A reader changed pace or paused; False when this host's engine does not hold it."""
+        return await self.engine.update_expectations(request_id, update)
 
     async def _pump(self, stream: AsyncIterator[TokenEvent], ready: asyncio.Queue,
                     request_id: str) -> None:

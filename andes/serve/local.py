@@ -18,6 +18,7 @@ from andes.config import ServeConfig, load_config
 from andes.serve import page
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
+from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.streaming import internal_error, models_body, respond
 
 __all__ = ["make_local_app"]
@@ -59,5 +60,9 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await respond("chat", request, gateway, call)
+
+    @app.post(READER_PATH, status_code=204)
+    async def reader(stream_id: str, request: Request) -> Response:
+        return await reader_response(stream_id, request, host.update_expectations)
 
     return app

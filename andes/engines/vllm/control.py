@@ -21,7 +21,7 @@ from vllm.v1.engine.core import EngineCore
 
 __all__ = ["OPS", "VllmScheduler", "control"]
 
-OPS = ("stats", "set_policy")
+OPS = ("stats", "set_policy", "update_expectations")
 
 
 def _stats(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +53,24 @@ def _set_policy(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return {"policy": config.name}
 
 
+def _update_expectations(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    from andes.expectations import ExpectationUpdate
+
+    updater = getattr(scheduler, "update_reader", None)
+    if not callable(updater):  # vLLM's own scheduler has no expectations to update
+        return {"held": False}
+    update = ExpectationUpdate(tds=payload.get("tds"), paused=payload.get("paused", False))
+    return {"held": bool(updater(str(payload["request_id"]), update.tds, update.paused))}
+
+
 def control(core: EngineCore, op: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Run ``op`` on ``core``'s scheduler between two engine steps (vLLM calls it there)."""
     if op == "stats":
         return _stats(core.scheduler, payload)
     if op == "set_policy":
         return _set_policy(core.scheduler, payload)
+    if op == "update_expectations":
+        return _update_expectations(core.scheduler, payload)
     raise ValueError(f"op: unknown andes_control operation {op!r}; choose one of {OPS}")
 
 
