@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream`` true: server-sent
 events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``,
-and the browser page at ``GET /`` (``andes.serve.page``).
+the browser page at ``GET /`` (``andes.serve.page``), and ``POST /v1/reader/{id}`` for a client
+whose reader paused or changed pace (``andes.serve.reader``).
 Every stream ends with either a final chunk (finish reason, usage and the ``andes`` QoE report)
 or an error event, then ``data: [DONE]``. QoE is measured here from the times tokens are sent,
 relative to the request's arrival at the gateway (``protocol.DeliveryMeter``). A client that
@@ -25,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from andes.config import GatewayConfig, load_config
 from andes.serve import page
 from andes.serve.protocol import Job
+from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.streaming import internal_error, models_body, respond
 
 __all__ = ["Gateway", "api"]
@@ -32,6 +34,10 @@ __all__ = ["Gateway", "api"]
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 api.add_exception_handler(Exception, internal_error)
 api.include_router(page.router)  # the browser page at /
+
+READER_ATTEMPTS = 8
+"""Replicas a reader update tries before answering 404 (the router orders them, the replica
+that got the request first; see ``andes.serve.router``)."""
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -42,6 +48,7 @@ class Gateway:
     def __init__(self, engine: DeploymentHandle, config: dict[str, Any] | None = None) -> None:
         self.config = load_config(GatewayConfig, config, where="gateway")
         self.engine = engine.options(stream=True)
+        self._replicas = engine
 
     @api.get("/health")
     async def health(self) -> dict[str, str]:
@@ -62,6 +69,17 @@ class Gateway:
     async def chat_completions(self, request: Request) -> Response:
         """OpenAI chat completions."""
         return await respond("chat", request, self.config, self._call)
+
+    @api.post(READER_PATH, status_code=204)
+    async def reader(self, stream_id: str, request: Request) -> Response:
+        """The client's reader paused, resumed or changed pace."""
+        return await reader_response(stream_id, request, self._update)
+
+    async def _update(self, request_id: str, update) -> bool:
+        for attempt in range(READER_ATTEMPTS):
+            if await self._replicas.update_expectations.remote(request_id, update, attempt):
+                return True
+        return False
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
-from andes.engines.base import EngineRequest, TokenEvent
+from andes.engines.base import EngineRequest, ExpectationUpdate, TokenEvent
 from andes.serve.host import EngineHost
 
 __all__ = ["EngineReplica"]
@@ -47,6 +47,12 @@ class EngineReplica:
         """Stream ``request`` (the router reads it too); the last event is final."""
         async for event in self.host.generate(request, max_tokens_per_event):
             yield event
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate, attempt: int = 0) -> bool:
+        """A reader changed pace or paused; False when this replica does not hold the request.
+
+        ``attempt`` is for the router only: it picks which replica this call goes to."""
+        return await self.host.update_expectations(request_id, update)
 
     def stats(self) -> dict[str, Any]:
         """The engine's ``EngineStats`` as a dict."""
