@@ -18,9 +18,12 @@ from andes.latency import DEFAULT_PROFILE, LatencyModel, load_profile
 from andes.scheduler import AndesConfig, Policy, PolicyName, make_policy
 
 __all__ = [
+    "AdmissionConfig",
+    "AuthConfig",
     "ConfigError",
     "EngineConfig",
     "GatewayConfig",
+    "MetricsConfig",
     "PolicyConfig",
     "ReplicaConfig",
     "RouterConfig",
@@ -137,11 +140,69 @@ class PolicyConfig(_Strict):
         return make_policy(self.name)
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics of a deployment (``andes.serve.metrics``; docs/observability.md)."""
+
+    enabled: bool = True
+    """Off: nothing is recorded (the overhead benchmark's baseline)."""
+    period_s: float = Field(1.0, gt=0, le=60)
+    """How often a replica samples its engine's queues, KV use and live QoE."""
+
+
+class AdmissionConfig(_Strict):
+    """When a replica refuses a new request (429 with ``Retry-After``) instead of queueing it.
+
+    Checked on the replica the router chose (the best one), against its live state, before the
+    request reaches the engine (``andes.serve.admission``). Both limits default to off.
+    """
+
+    qoe_floor: float | None = Field(None, ge=0, le=1)
+    """Refuse when the request's projected QoE headroom there (its own projected QoE plus what
+    the requests already there would lose, ``andes.routing.headroom``) is below this."""
+    max_waiting: int | None = Field(None, ge=0)
+    """Refuse when this many requests already wait for a seat in the engine."""
+    horizon_s: float = Field(20.0, gt=0, le=3600)
+    """Window over which the headroom is projected (as the router's ``horizon_s``)."""
+    assumed_output_tokens: int = Field(256, ge=1)
+    """Output length assumed for running requests when projecting how soon seats free up."""
+    min_retry_after_s: float = Field(1.0, ge=0)
+    max_retry_after_s: float = Field(60.0, gt=0)
+    """``Retry-After`` is the projected time until headroom returns, clipped to these bounds."""
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> "AdmissionConfig":
+        if self.min_retry_after_s > self.max_retry_after_s:
+            raise ValueError(f"min_retry_after_s ({self.min_retry_after_s}) exceeds "
+                             f"max_retry_after_s ({self.max_retry_after_s})")
+        return self
+
+    @property
+    def is_enabled(self) -> bool:
+        """Whether any limit is set."""
+        return self.qoe_floor is not None or self.max_waiting is not None
+
+
 class ReplicaConfig(_Strict):
-    """An engine replica's ``user_config``: its engine and its policy."""
+    """An engine replica's ``user_config``: its engine, its policy and its admission limits."""
 
     engine: EngineConfig = EngineConfig()
     policy: PolicyConfig = PolicyConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+
+
+class AuthConfig(_Strict):
+    """Optional API keys. The keys themselves never live in a config file: only where to read
+    them (an environment variable or a file, e.g. a mounted Kubernetes Secret). Each key is
+    ``tenant:secret`` (one per line or comma-separated); the tenant names the key in logs.
+    No keys found: every route is open."""
+
+    keys_env: str | None = "ANDES_API_KEYS"
+    """Environment variable holding the keys (``None``: do not read one)."""
+    keys_file: str | None = None
+    """File holding the keys (read at start)."""
+    max_streams_per_key: int | None = Field(None, ge=1)
+    """Concurrent requests one key may hold open; more get 429 (``None``: no limit)."""
 
 
 class GatewayConfig(_Strict, ExpectationRules):
@@ -158,6 +219,18 @@ class GatewayConfig(_Strict, ExpectationRules):
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
     """Requests asking for more ``max_tokens`` than this are rejected (400)."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The gateway's Prometheus metrics (``period_s`` is unused here)."""
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    """Larger request bodies are rejected (413)."""
+    max_json_depth: int = Field(32, ge=4, le=512)
+    """Request bodies nested deeper than this are rejected (400)."""
+    ready_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """How long a request waits for an engine replica to take it (none ready yet, or all
+    queues full) before it gets 503 with ``Retry-After``."""
+    unready_retry_after_s: float = Field(5.0, ge=0, le=3600)
+    """``Retry-After`` of that 503."""
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "GatewayConfig":

@@ -13,14 +13,18 @@ from hypothesis import strategies as st
 from andes.qoe import qoe
 from andes.scheduler.andes import AndesConfig, AndesPolicy, _Costs
 from andes.scheduler.base import SchedulerView
+from andes.scheduler.restore import restore_seconds
 from andes.scheduler.baselines import live_qoe_of
 
 LAT = make_latency()
 SOLVE = dict(pressure_threshold=0.0, solve_every=1)  # always run the full knapsack
+# The hand-made views below are built around a 10 s horizon, and their 4-token blocks would
+# make the default growth reserve (16 tokens per running request) a quarter of the tiny cache.
+HAND = dict(horizon_s=10.0, growth_reserve_tokens=0.0)
 
 
 def policy(**kw) -> AndesPolicy:
-    return AndesPolicy(AndesConfig(**kw))
+    return AndesPolicy(AndesConfig(**{**HAND, **kw}))
 
 
 def gains(p: AndesPolicy, view, now, sizes=(1, 4, 8)) -> np.ndarray:
@@ -129,7 +133,12 @@ def test_preemption_cap_spent_means_no_chosen_preemption():
     spent = make_budget(16, num_requests_seen=2, num_preemptions_total=2)
     d = policy(max_preemptions_per_request=1.0).decide(view, spent, LAT, 5.0)
     assert d.preempt.size == 0 and ids(d.run) == [0]
-    left = make_budget(16, num_requests_seen=2, num_preemptions_total=1)
+    # One preemption left, but growth may yet force the one running request out: the budget
+    # keeps that one in hand, so the refiner may not choose it.
+    held = make_budget(16, num_requests_seen=2, num_preemptions_total=1)
+    d = policy(max_preemptions_per_request=1.0).decide(view, held, LAT, 5.0)
+    assert d.preempt.size == 0
+    left = make_budget(16, num_requests_seen=3, num_preemptions_total=1)
     d = policy(max_preemptions_per_request=1.0).decide(view, left, LAT, 5.0)
     assert ids(d.preempt) == [0]
 
@@ -156,13 +165,14 @@ def test_forced_preemption_happens_even_with_the_cap_spent():
 
 @settings(max_examples=60, deadline=None)
 @given(view=views(), capacity=st.integers(1, 40), max_num_seqs=st.integers(1, 10),
-       step=st.integers(0, 3), p=st.sampled_from([0.0, 0.5, 1.0, 2.0]))
-def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p):
+       step=st.integers(0, 3), p=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       reserve=st.sampled_from([0.0, 16.0]))
+def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p, reserve):
     seen = 6
     budget = make_budget(capacity, max_num_seqs, step_index=step, num_requests_seen=seen,
                          num_preemptions_total=int(math.ceil(p * seen)))
-    d = policy(max_preemptions_per_request=p, solve_every=2, pressure_threshold=0.5).decide(
-        view, budget, LAT, 30.0)
+    d = policy(max_preemptions_per_request=p, solve_every=2, pressure_threshold=0.5,
+               growth_reserve_tokens=reserve).decide(view, budget, LAT, 30.0)
     running = np.flatnonzero(view.is_running)
     running_fits = view.num_blocks[running].sum() <= capacity and running.size <= max_num_seqs
     if running_fits:
@@ -182,9 +192,10 @@ def test_cap_spent_only_forced_preemptions(view, capacity, max_num_seqs, step, p
 @settings(max_examples=120, deadline=None)
 @given(view=views(), capacity=st.integers(0, 40), max_num_seqs=st.integers(1, 10),
        step=st.integers(0, 3), cpu=st.integers(0, 20),
-       objective=st.sampled_from(["avg", "min", "count"]), solve=st.booleans())
-def test_selection_always_fits(view, capacity, max_num_seqs, step, cpu, objective, solve):
-    cfg = dict(objective=objective, **(SOLVE if solve else {}))
+       objective=st.sampled_from(["avg", "min", "count"]), solve=st.booleans(),
+       reserve=st.sampled_from([0.0, 2.0, 16.0]))
+def test_selection_always_fits(view, capacity, max_num_seqs, step, cpu, objective, solve, reserve):
+    cfg = dict(objective=objective, growth_reserve_tokens=reserve, **(SOLVE if solve else {}))
     budget = make_budget(capacity, max_num_seqs, step_index=step, num_free_cpu_blocks=cpu,
                          num_requests_seen=10, num_preemptions_total=step)
     d = policy(**cfg).decide(view, budget, LAT, 30.0)
@@ -221,14 +232,13 @@ def test_light_path_admits_by_gain_per_block():
     assert ids(d.run) == [0, 2]
 
 
-def test_batch_sizes_span_b_min_to_b_max():
+def test_batch_size_is_the_largest_that_fits():
     view = make_view(*(req(blocks=b) for b in (1, 2, 3, 4, 5, 6)))
     p = policy()
-    sizes = p._batch_sizes(view, make_budget(10, max_num_seqs=8), LAT)
-    # b_max: the shortest requests packed into 10 blocks are 1 + 2 + 3 + 4, i.e. 4 of them.
-    assert sizes.max() == 4 and sizes.min() >= 1
-    assert np.all(np.diff(sizes) > 0)
-    assert p._batch_sizes(view, make_budget(100, max_num_seqs=3), LAT).max() == 3
+    # The shortest requests packed into 10 blocks are 1 + 2 + 3 + 4, i.e. 4 of them.
+    assert p._batch_size(view, make_budget(10, max_num_seqs=8)) == 4
+    assert p._batch_size(view, make_budget(100, max_num_seqs=3)) == 3
+    assert p._batch_size(view, make_budget(0, max_num_seqs=3)) == 1
 
 
 # ---------------------------------------------------------------- (e) objectives
@@ -289,7 +299,9 @@ def test_count_objective_rescues_a_request_that_can_still_reach_the_threshold():
     ("running_bonus", -0.1), ("running_bonus", math.nan), ("running_bonus", math.inf),
     ("max_preemptions_per_request", -1.0), ("max_preemptions_per_request", math.nan),
     ("qoe_threshold", 1.5), ("qoe_threshold", -0.5), ("qoe_threshold", math.nan),
-    ("num_batch_sizes", 0),
+    ("growth_reserve_tokens", -1.0), ("growth_reserve_tokens", math.nan), ("growth_reserve_tokens", math.inf),
+    ("restore_weight", -0.5), ("restore_weight", math.nan), ("restore_weight", math.inf),
+    ("min_preemption_gain", -0.1), ("min_preemption_gain", math.nan), ("min_preemption_gain", math.inf),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -298,7 +310,8 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 
 def test_config_accepts_edges():
     AndesConfig(pressure_threshold=0.0, running_bonus=0.0, max_preemptions_per_request=0.0,
-                qoe_threshold=1.0, solve_every=1, num_batch_sizes=1)
+                qoe_threshold=1.0, solve_every=1, growth_reserve_tokens=0.0,
+                restore_weight=0.0, min_preemption_gain=0.0)
     AndesConfig(max_preemptions_per_request=math.inf, pressure_threshold=1.0)
 
 
@@ -381,7 +394,7 @@ def test_pitfall_cap_depends_only_on_preemption_history():
     waiters = [late_waiter(arrival=-10.0 * i, blocks=1) for i in range(4)]
     view = make_view(ahead_runner(), *waiters)
     budget = make_budget(16, max_num_seqs=4, num_requests_seen=5, num_preemptions_total=0)
-    p = policy()
+    p = policy(max_preemptions_per_request=1.0)
     assert p._preemption_allowance(budget) == 5
     d = p.decide(view, budget, LAT, 5.0)
     assert ids(d.preempt) == [0] and sorted(ids(d.run)) == [1, 2, 3, 4]
@@ -434,9 +447,10 @@ def test_keep_value_charges_the_restore_an_eviction_will_cost():
     for runners, at_stake in (((ahead,), False), ((ahead, stalled), True)):
         view = make_view(*runners)
         gain = gains(p, view, 5.0, sizes=(len(runners),))[0]
-        value = p._keep_value(view, _Costs.of(view, LAT), gain, np.arange(len(view)))
+        price = p._price(gain.sum())
+        value = p._keep_value(view, _Costs.of(view, LAT), gain, np.arange(len(view)), price)
         assert gain[0] == 0.0
-        _, resume = LAT.preemption_costs(view.context_tokens[:1])
-        expected = gain[view.is_running].sum() / p.config.horizon_s * resume[0] / view.num_blocks[0]
+        _, resume = restore_seconds(LAT, view.context_tokens[:1])
+        expected = gain.sum() / p.config.horizon_s * resume[0] / view.num_blocks[0]
         assert value[0] == pytest.approx(expected)
         assert (value[0] > 0) == at_stake

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("ray", "httpx", "fastapi", "uvicorn", "starlette", "vllm", "torch", "transformers", "locust",
-           "gevent", "matplotlib", "openai", "tqdm")
+           "gevent", "matplotlib", "openai", "tqdm", "rich", "grafana_client", "grafana_foundation_sdk", "niquests")
 
 # Runs before the command: refuse BLOCKED packages, write each refused name to stderr at exit.
 PRELUDE = """
@@ -55,7 +55,7 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
-                                  ["chat", "--help"]],
+                                  ["chat", "--help"], ["dashboard", "push", "--help"], ["top", "--help"]],
                          ids=" ".join)
 @pytest.mark.subprocess
 def test_help_needs_only_the_core(argv, tmp_path):

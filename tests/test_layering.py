@@ -19,14 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "engines", "serve", "client", "tools")
 
-# A module's layer is that of the longest dotted prefix listed here. Entries cover the layout
-# before and after the moves into packages (andes.cli_profile -> andes.cli.profile, ...); a name
-# with no module left is harmless.
+# A module's layer is that of the longest dotted prefix listed here.
 LAYER_OF = {
     # core: pure, no I/O, no clocks; andes/profiles/*.json is latency's data.
     "andes.expectations": "core", "andes.qoe": "core", "andes.latency": "core",
     "andes.latency_refit": "core", "andes.workload": "core", "andes.scheduler": "core",
-    "andes.routing": "core", "andes.config": "core",
+    "andes.routing": "core", "andes.config": "core", "andes.bound": "core",
     # engines: the engine interface and its implementations, and the tiny model they load.
     "andes.engines": "engines", "andes.models": "engines",
     # serve: the Ray Serve app (replica, router, gateway) and its one-process twin.
@@ -34,8 +32,8 @@ LAYER_OF = {
     # client: what talks to a server over HTTP (load generation, client-side QoE).
     "andes.client": "client", "andes.loadgen": "client",
     # tools: commands, benchmarks and profiling; nothing imports them.
-    "andes.cli": "tools", "andes.cli_profile": "tools", "andes.cli_trace": "tools",
-    "andes.benchmarks": "tools", "andes.profiling": "tools", "andes.profiling_vllm": "tools",
+    "andes.cli": "tools", "andes.benchmarks": "tools", "andes.profiling": "tools",
+    "andes.observe": "tools",  # the dashboard, its push to Grafana, `andes top`
 }
 PACKAGE_LAYER = "core"  # andes/__init__.py itself (its version string)
 
@@ -161,7 +159,7 @@ def test_imports_are_found_anywhere_and_resolved(tmp_path):
 
 
 @pytest.mark.parametrize("module, layer", [
-    ("andes", "core"), ("andes.cli", "tools"), ("andes.cli.profile", "tools"), ("andes.cli_trace", "tools"),
+    ("andes", "core"), ("andes.cli", "tools"), ("andes.cli.profile", "tools"), ("andes.cli.trace", "tools"),
     ("andes.latency_refit", "core"), ("andes.engines.sim.core", "engines"), ("andes.routing.score", "core"),
     ("andes.serve.gateway", "serve"), ("andes.profiling.vllm", "tools"), ("andes.newthing", None),
 ])

@@ -100,8 +100,9 @@ def tree_cpu_seconds(root: int) -> float:
     return total / _CLK_TCK
 
 
-def serve_config(profile: str, max_tokens_per_event: int, port: int) -> dict[str, Any]:
-    """``deployments/andes.yaml`` with one engine replica running fcfs on ``profile``."""
+def serve_config(profile: str, max_tokens_per_event: int, port: int, metrics: bool = True) -> dict[str, Any]:
+    """``deployments/andes.yaml`` with one engine replica running fcfs on ``profile`` (and, with
+    ``metrics`` false, the gateway's and the replica's metrics off)."""
     import yaml
 
     config = yaml.safe_load(CONFIG_FILE.read_text())
@@ -112,6 +113,9 @@ def serve_config(profile: str, max_tokens_per_event: int, port: int) -> dict[str
     engine["num_replicas"] = 1
     engine["user_config"]["engine"]["profile"] = profile
     engine["user_config"]["policy"]["name"] = "fcfs"
+    if not metrics:
+        app["args"]["gateway"]["metrics"] = {"enabled": False}
+        engine["user_config"]["metrics"] = {"enabled": False}
     return config
 
 
@@ -183,13 +187,15 @@ class ServerProcess:
                 self._log.write(raw)
                 self._log.flush()
 
-    def deploy(self, profile: str, max_tokens_per_event: int) -> str:
+    def deploy(self, profile: str, max_tokens_per_event: int, metrics: bool = True) -> str:
         """Serve ``profile`` (fcfs, one engine) with ``max_tokens_per_event``; the base URL."""
         if self.kind == "uvicorn":
             self.stop()
             port = free_port()
             config = {"gateway": {"max_tokens_per_event": max_tokens_per_event},
                       "replica": {"engine": {"profile": profile}, "policy": {"name": "fcfs"}}}
+            if not metrics:  # the one-process server records no metrics anyway
+                config["gateway"]["metrics"] = config["replica"]["metrics"] = {"enabled": False}
             self._spawn(["uvicorn", "--port", str(port), "--config", json.dumps(config)], stdin=False)
             self.url = f"http://127.0.0.1:{port}"
             try:
@@ -201,8 +207,8 @@ class ServerProcess:
             self._spawn(["ray", "--port", str(free_port()), "--temp-dir", str(self.workdir / "ray")],
                         stdin=True)
         assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write((json.dumps({"profile": profile,
-                                              "max_tokens_per_event": max_tokens_per_event}) + "\n").encode())
+        self.process.stdin.write((json.dumps({"profile": profile, "max_tokens_per_event": max_tokens_per_event,
+                                              "metrics": metrics}) + "\n").encode())
         self.process.stdin.flush()
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -299,7 +305,8 @@ def _child_ray(args: argparse.Namespace) -> None:
         for line in sys.stdin:  # one deploy request per line; EOF: shut down
             try:
                 spec = json.loads(line)
-                config = serve_config(spec["profile"], spec["max_tokens_per_event"], args.port)
+                config = serve_config(spec["profile"], spec["max_tokens_per_event"], args.port,
+                                      spec.get("metrics", True))
                 client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
                 answer: dict[str, Any] = {"proxy_url": f"http://127.0.0.1:{args.port}"}
                 if direct:

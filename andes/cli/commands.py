@@ -7,10 +7,12 @@
 - ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
 - ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``);
 - ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile;
-- ``andes chat``: chat with a server, answers shown at a reader's pace with their QoE (``andes.client.chat``).
+- ``andes chat``: chat with a server, answers shown at a reader's pace with their QoE (``andes.client.chat``);
+- ``andes dashboard write|push``: the Grafana dashboard; ``andes top``: a live terminal view.
 
-Optional dependencies (Ray, httpx, vLLM, torch, Locust, matplotlib, tqdm) are imported only by
-the subcommand that runs, so building the tree (and ``--help``) needs only the core install.
+Optional dependencies (Ray, httpx, vLLM, torch, Locust, matplotlib, tqdm, rich, the Grafana
+packages) are imported only by the subcommand that runs, so building the tree (and ``--help``)
+needs only the core install.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from typing import Sequence
 
 from andes.cli.capacity import add_capacity_parser
+from andes.cli.observe import add_dashboard_parser, add_top_parser
 from andes.cli.profile import add_profile_parser
 from andes.client.chat import add_chat_parser
 from andes.cli.trace import add_trace_parser
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_capacity_parser(sub)
     add_profile_parser(sub)
     add_chat_parser(sub)
+    add_dashboard_parser(sub)
+    add_top_parser(sub)
     return parser
 
 

@@ -20,10 +20,13 @@ if TYPE_CHECKING:  # annotations only: andes.config imports this module
 
 from andes.expectations import ExpectationUpdate, validate_expectations  # re-exported from there
 
-__all__ = ["Engine", "EngineRequest", "EngineStats", "ExpectationUpdate", "FinishReason", "TokenEvent",
-           "validate_expectations"]
+__all__ = ["Engine", "EngineRequest", "EngineStats", "EngineTelemetry", "ExpectationUpdate", "FinishReason",
+           "MAX_POLICY_TIMES", "Refusal", "TokenEvent", "validate_expectations"]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
+Refusal = Literal["invalid", "overloaded"]
+"""Why a request was refused before it ran: ``invalid`` (the engine cannot take it; the error
+names the field, e.g. ``prompt: ...``) or ``overloaded`` (admission control; retry later)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
     error: str | None = None
+    refused: Refusal | None = None  # with finish_reason "error": the request never ran
+    retry_after_s: float | None = None  # refused "overloaded": when to try again
+    num_prompt_tokens: int | None = None  # the engine's own count (final events)
 
     @property
     def is_final(self) -> bool:
@@ -87,6 +93,25 @@ class EngineStats:
     num_preemptions: int
     num_finished: int
     policy: str
+
+
+MAX_POLICY_TIMES = 4096
+"""Most per-step policy times an engine keeps between two ``telemetry`` calls (the newest)."""
+
+
+@dataclass(frozen=True)
+class EngineTelemetry:
+    """What the replica's metrics read about the engine's own work once a period.
+
+    ``policy_seconds`` holds the scheduling policy's time in each step that ran it since the
+    previous ``telemetry`` call (at most ``MAX_POLICY_TIMES``, the newest), so one reader -- the
+    replica's metrics sampler -- sees each step once. The preemption counts are totals since
+    the engine started.
+    """
+
+    policy_seconds: tuple[float, ...] = ()
+    num_swap_preemptions: int = 0
+    num_recompute_preemptions: int = 0
 
 
 class Engine(Protocol):
@@ -114,6 +139,10 @@ class Engine(Protocol):
         """The QoE-headroom router's view of this engine; ``timestamp`` is on the router's clock."""
         ...
 
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time per step since the previous call, and preemptions by kind (cheap)."""
+        ...
+
     async def set_policy(self, policy: PolicyConfig) -> None:
         """Switch to ``policy`` between two steps; open requests keep their state.
 
@@ -125,6 +154,10 @@ class Engine(Protocol):
         """``request_id``'s reader changed pace or paused (``andes.qoe.reader``); the policy sees
         its new expectations at its next step. False when the engine does not hold the request.
         """
+        ...
+
+    async def check_health(self) -> None:
+        """Raise if the engine can no longer serve requests (its loop or processes died)."""
         ...
 
     async def shutdown(self) -> None:

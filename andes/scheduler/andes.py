@@ -1,11 +1,11 @@
-"""The Andes policy (spec section 3): token-level, preemptive, QoE-gain knapsack.
+"""The Andes policy (docs/design.md#scheduling): token-level, preemptive, QoE-gain knapsack.
 
 Every step the policy asks, for each request, how much QoE it would lose if it were left out
 of the batch for the next ``horizon_s`` seconds (its *gain*), and picks the batch that keeps the
 most QoE within KV memory. A request far ahead of its reader loses nothing by pausing (the
 client buffer hides the pause), so its memory goes to someone who is waiting.
 
-How the gain is projected (where this departs from a literal reading of spec section 3, and
+How the gain is projected (where this departs from a literal reading of the published design, and
 why): serving now, request i receives the tokens it can make *and its reader can digest* within
 the horizon; left out, it receives the same tokens one horizon later. The gain is the QoE
 difference between those two futures, each judged at its last token. Comparing against "no
@@ -14,8 +14,23 @@ tokens at all", as the paper's Q_wait does, charges a stalled reader for one lat
 counting tokens read after the horizon gives gain to requests whose buffer already covers it.
 Both effects are pinned by tests.
 
-The solve is vectorised over (candidate batch sizes x requests): a gain matrix from the closed
-form ``andes.qoe.final_qoe_with``, one sort per row, one cumulative sum per row.
+Every preemption is paid for in engine time: the victim's restore (a swap round trip, or a
+chunked recompute of its prompt and generated tokens, ``andes.scheduler.restore``) and the
+entrant's own prefill stall every request still waiting for the engine. The refiner prices that
+time at what it costs them (their gains per second of horizon, times ``restore_weight``), so a
+preemption whose restore costs more than it gains never happens: on long prompts, where a
+restore takes half a second, the policy all but stops preempting. Admission keeps
+``growth_reserve_tokens`` of KV headroom per running request, so requests that grow rarely force
+an eviction (vLLM-style admission to the brim makes FCFS recompute about one request in each).
+
+The batch is the largest that fits: the published search over smaller batch sizes (b_min to
+b_max) never found one here. With the spec's readers (3.3-5 tokens/s) a full batch outpaces the
+fastest reader on every shipped profile, so b_min >= b_max; with faster readers a smaller batch
+only trades throughput for pace, and the refiner keeps every running request that no entrant
+displaces, so the search could not shrink the batch anyway.
+
+The solve is vectorised over requests: gains from the closed form ``andes.qoe.final_qoe_with``,
+one sort, one cumulative sum.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
 from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
+from andes.scheduler.restore import (prefill_delay_seconds, restore_seconds, swap_round_trip_seconds,
+                                     victim_restore)
 
 __all__ = ["AndesConfig", "AndesPolicy"]
 
@@ -37,7 +54,9 @@ Objective = Literal["avg", "min", "count"]
 
 
 class AndesConfig(BaseModel):
-    """Knobs of the Andes policy; defaults follow the published implementation.
+    """Knobs of the Andes policy. Defaults follow the published implementation except the
+    horizon and the cap, chosen with the restore-aware refiner on the overload cases of
+    ``bench/policy_eval.py`` (docs/design.md#scheduling).
 
     The one definition: the served config (``policy.andes``), the vLLM scheduler's settings and
     the benchmarks all build this model, so a bad value is named by its field wherever it is set.
@@ -46,7 +65,7 @@ class AndesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     objective: Objective = "avg"
-    horizon_s: float = Field(10.0, gt=0, le=3600)
+    horizon_s: float = Field(40.0, gt=0, le=3600)
     """Look-ahead for projected QoE (seconds)."""
     solve_every: int = Field(10, ge=1)
     """Selective triggering: the full knapsack runs at most every this many steps ..."""
@@ -54,19 +73,26 @@ class AndesConfig(BaseModel):
     """... and only when running requests hold at least this share of KV memory."""
     running_bonus: float = Field(0.1, ge=0)
     """Stickiness: running requests' gain is multiplied by ``1 + running_bonus``."""
-    max_preemptions_per_request: float = Field(1.0, ge=0, allow_inf_nan=True)
-    """The v1 cap P on average preemptions per request; ``.inf`` disables it."""
+    max_preemptions_per_request: float = Field(0.5, ge=0, allow_inf_nan=True)
+    """The cap P on average preemptions per request (forced evictions included); ``.inf``
+    disables it."""
     refiner: bool = True
-    """The v2 overhead-aware refiner on (entrant, victim) pairs."""
+    """The overhead-aware refiner on (entrant, victim) pairs."""
     qoe_threshold: float = Field(0.95, ge=0, le=1)
     """For objective ``count``: the QoE a request must reach to count."""
-    num_batch_sizes: int = Field(8, ge=1)
-    """Candidate batch sizes searched in ``[b_min, b_max]``."""
+    growth_reserve_tokens: float = Field(16.0, ge=0)
+    """KV headroom (tokens) per running request that admissions leave free, so running requests
+    can grow without forced evictions."""
+    restore_weight: float = Field(1.0, ge=0)
+    """Price of a victim's restore time (recompute or swap), in gains per horizon-second."""
+    min_preemption_gain: float = Field(0.02, ge=0)
+    """Net QoE each eviction must bring beyond its costs."""
 
 
 @dataclass(frozen=True)
 class AndesPolicy:
-    """QoE-gain knapsack with batch-size search, selective triggering and a preemption cap."""
+    """QoE-gain knapsack with selective triggering, a growth reserve, a restore-aware refiner
+    and a preemption cap."""
 
     config: AndesConfig = AndesConfig()
     name: str = "andes"
@@ -77,89 +103,77 @@ class AndesPolicy:
         if n == 0:
             return Decision(run=np.zeros(0, dtype=np.int64))
         capacity = budget.num_gpu_blocks
-        if view.num_blocks.sum() <= capacity and n <= budget.max_num_seqs:
+        # An empty engine admits by plain memory: a reserve there could keep a request that
+        # fills the whole cache out forever.
+        g = self._reserve_blocks(latency) if view.num_running else 0.0
+        headroom = g * n if view.num_running < n else 0.0  # nobody waits: nothing to hold back for
+        if n <= budget.max_num_seqs and view.num_blocks.sum() + headroom <= capacity:
             return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
         running_blocks = int(view.num_blocks[view.is_running].sum())
         is_solve_step = budget.step_index % self.config.solve_every == 0
         if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
-            return self._solve(view, budget, latency, now, _Costs.of(view, latency))
-        return self._admit(view, budget, latency, now)
+            return self._solve(view, budget, latency, now, _Costs.of(view, latency), g)
+        return self._admit(view, budget, latency, now, g)
+
+    def _reserve_blocks(self, latency: LatencyModel) -> float:
+        """KV blocks of headroom each running request keeps (fractional: an average)."""
+        return self.config.growth_reserve_tokens / latency.profile.block_size
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
-    def _admit(self, view, budget, latency, now) -> Decision:
+    def _admit(self, view, budget, latency, now, g) -> Decision:
         running = np.flatnonzero(view.is_running)
         free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
         waiting = np.flatnonzero(~view.is_running)
         seats = budget.max_num_seqs - running.size
         b = np.array([max(1, min(running.size + 1, budget.max_num_seqs))])
         mean_ctx = float(view.context_tokens.mean())
+        need = view.num_blocks + g  # what an admission takes: its blocks and its headroom
         if free >= 0 and seats >= 0:
             # Nobody must leave: only the waiting requests need scoring, and only if one fits.
-            waiting = waiting[view.num_blocks[waiting] <= free]  # only these could enter
+            room = free - g * running.size
+            waiting = waiting[need[waiting] <= room]  # only these could enter
             if seats == 0 or waiting.size == 0:
                 return Decision(run=running)
-            if waiting.size <= seats and int(view.num_blocks[waiting].sum()) <= free:
+            if waiting.size <= seats and need[waiting].sum() <= room:
                 return Decision(run=np.concatenate([running, waiting]))  # all of them fit
             sub = view.subset(waiting)
             gain = self._gains(sub, latency, now, _waiting_restore(sub, latency), b, mean_ctx)[0]
             order = waiting[np.lexsort((sub.arrival, -gain / sub.num_blocks))]
-            admitted = fill_in_order(order, view.num_blocks, free, seats, skip=True)
+            admitted = fill_in_order(order, need, room, seats, skip=True)
             return Decision(run=np.concatenate([running, admitted]))
         # Running requests outgrew memory or seats: evict the least valuable, then admit.
         costs = _Costs.of(view, latency)
         gain = self._gains(view, latency, now, costs.restore, b, mean_ctx)[0]
         density = gain / view.num_blocks
-        keep_value = self._keep_value(view, costs, gain, running)
+        keep_value = self._keep_value(view, costs, gain, running, self._price(gain.sum()))
         running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
-        free = budget.num_gpu_blocks - int(view.num_blocks[kept].sum())
-        admitted = fill_in_order(waiting, view.num_blocks, free, budget.max_num_seqs - kept.size, skip=True)
+        room = budget.num_gpu_blocks - int(view.num_blocks[kept].sum()) - g * kept.size
+        admitted = fill_in_order(waiting, need, room, budget.max_num_seqs - kept.size, skip=True)
         victims = running[~np.isin(running, kept)]  # priority order, not view order
-        return self._finish(view, budget, costs, np.concatenate([kept, admitted]), victims, solved=False)
+        return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
 
     # -- the full solve ---------------------------------------------------------------------
-    def _solve(self, view, budget, latency, now, costs) -> Decision:
-        sizes = self._batch_sizes(view, budget, latency)
-        cand = self._shortlist(view, latency, now, costs.restore, sizes)
-        sub = view.subset(cand)
-        gains = self._gains(sub, latency, now, costs.restore[cand], sizes)  # (len(sizes), len(cand))
-        density = gains / sub.num_blocks[None, :]
+    def _solve(self, view, budget, latency, now, costs, g) -> Decision:
+        size = np.array([self._batch_size(view, budget)])
+        gain = self._gains(view, latency, now, costs.restore, size)[0]
+        need = view.num_blocks + g
         # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest: sort
-        # columns into tie-break order first, then a stable sort by density keeps it.
-        tiebreak = np.lexsort((sub.arrival, ~sub.is_running))
-        order = tiebreak[np.argsort(-density[:, tiebreak], axis=1, kind="stable")]
-        cum = np.cumsum(sub.num_blocks[order], axis=1)
-        pos = np.arange(len(sub))[None, :]
-        chosen = (cum <= budget.num_gpu_blocks) & (pos < sizes[:, None])
-        totals = (np.take_along_axis(gains, order, axis=1) * chosen).sum(axis=1)
-        best = int(np.argmax(totals))
-        gain = np.zeros(len(view))
-        gain[cand] = gains[best]
-        return self._refine(view, budget, costs, cand[order[best][chosen[best]]], gain)
+        # into tie-break order first, then a stable sort by density keeps it.
+        tiebreak = np.lexsort((view.arrival, ~view.is_running))
+        order = tiebreak[np.argsort(-(gain / need)[tiebreak], kind="stable")]
+        chosen = (np.cumsum(need[order]) <= budget.num_gpu_blocks) & (np.arange(len(view)) < size[0])
+        return self._refine(view, budget, latency, costs, order[chosen], gain, g)
 
-    def _shortlist(self, view, latency, now, restore, sizes) -> np.ndarray:
-        """Running requests plus the waiting ones that could make any batch: at most the
-        largest batch size of them, best first by gain per block at the smallest batch (the
-        most optimistic gains). Keeps the (batch sizes x requests) solve small when a
-        thousand requests wait."""
-        waiting = np.flatnonzero(~view.is_running)
-        keep = int(sizes.max())
-        if waiting.size <= keep or sizes.size == 1:  # one batch size: shortlisting saves nothing
-            return np.arange(len(view))
-        sub = view.subset(waiting)
-        gain = self._gains(sub, latency, now, restore[waiting], sizes[:1])[0]
-        # Equal densities go to the oldest, as in the solve, never to the view's order.
-        best = np.lexsort((sub.arrival, -(gain / sub.num_blocks)))[:keep]
-        return np.concatenate([np.flatnonzero(view.is_running), waiting[np.sort(best)]])
-
-    def _refine(self, view, budget, costs, selected, gain) -> Decision:
-        """Apply the preemption cap and the overhead-aware refiner to the knapsack's choice.
+    def _refine(self, view, budget, latency, costs, selected, gain, g) -> Decision:
+        """Apply the preemption cap and the restore-aware refiner to the knapsack's choice.
 
         Entrants (in the selection, not running) are taken best-first; each needs free memory
         or victims (running, not selected), taken least valuable first. A prefix of entrants is
-        accepted only if its gain beats what its victims lose plus the stall its restore
-        imposes on the batch, and only within the preemption budget.
+        accepted only if its gain beats what its victims lose plus the engine time its
+        restores take, priced at what that time costs everyone else, and only within the
+        preemption budget.
         """
         in_sel = np.zeros(len(view), dtype=bool)
         in_sel[selected] = True
@@ -167,49 +181,57 @@ class AndesPolicy:
         entrants = selected[~view.is_running[selected]]
         victims = np.flatnonzero(view.is_running & ~in_sel)
         # Least valuable first; among equals the newest yields (as in vLLM).
-        victims = victims[np.lexsort((-view.arrival[victims], self._keep_value(view, costs, gain, victims)))]
+        value = self._keep_value(view, costs, gain, victims, self._price(gain.sum()))
+        victims = victims[np.lexsort((-view.arrival[victims], value))]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
         # Running requests outgrew memory (or the batch cap): those evictions are forced, not
         # chosen, and come first in ``victims``.
         is_forced = _forced(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
         victims = np.concatenate([victims[is_forced], victims[~is_forced]])
-        victim_blocks = view.num_blocks[victims]
-        resume = costs.resume[victims]  # paid on their return
         forced = int(is_forced.sum())
-        free += int(victim_blocks[:forced].sum())
-        free_seats = budget.max_num_seqs - (view.num_running - forced)
-        cap = self._preemption_allowance(budget)
+        # What each eviction will cost the engine to undo, in eviction order (swaps while host
+        # memory lasts); entrants pay their (re)prefill or swap-in now.
+        _, resume = victim_restore(latency, view.context_tokens[victims], costs.held[victims],
+                                   budget.num_free_cpu_blocks)
+        victim_blocks = view.num_blocks[victims]
+        free += int(victim_blocks[:forced].sum()) - g * (view.num_running - forced)
+        others = gain.sum() - gain[entrants].sum() - gain[victims].sum()
+        refine = self.config.refiner
         j, chosen = _best_entrant_prefix(
             entrant_gain=gain[entrants],
-            entrant_blocks=view.num_blocks[entrants],
-            entrant_restore=costs.restore[entrants] if self.config.refiner else np.zeros(entrants.size),
+            entrant_blocks=view.num_blocks[entrants] + g,
+            entrant_restore=costs.restore[entrants] if refine else np.zeros(entrants.size),
             victim_gain=gain[victims[forced:]],
-            victim_blocks=victim_blocks[forced:],
-            victim_restore=resume[forced:] if self.config.refiner else np.zeros(victims.size - forced),
+            victim_blocks=victim_blocks[forced:] + g,
+            victim_restore=resume[forced:] if refine else np.zeros(victims.size - forced),
             free=free,
-            free_seats=free_seats,
-            cap=cap,
-            stall_cost_per_s=gain[kept].sum() / self.config.horizon_s,
+            free_seats=budget.max_num_seqs - (view.num_running - forced),
+            cap=self._chosen_allowance(budget, view.num_running),
+            stall_cost_per_s=self._price(others),
+            min_gain=self.config.min_preemption_gain,
         )
         admitted = entrants[:j]
         evicted, spared = victims[: forced + chosen], victims[forced + chosen :]
         run = np.concatenate([kept, spared[::-1], admitted])
-        return self._finish(view, budget, costs, run, evicted, solved=True)
+        return self._finish(view, budget, latency, run, evicted, solved=True)
 
-    def _keep_value(self, view, costs, gain, idx) -> np.ndarray:
+    def _price(self, at_stake: float) -> float:
+        """QoE lost per second of engine time a restore takes: the gains of the requests it
+        delays (everyone still waiting for the engine) per second of horizon, weighted."""
+        return self.config.restore_weight * float(at_stake) / self.config.horizon_s
+
+    def _keep_value(self, view, costs, gain, idx, price) -> np.ndarray:
         """Value per block of keeping running requests ``idx``: their gain plus what evicting
-        them costs the batch later (their restore stalls everyone for that long). Without the
-        second term a request far ahead of its reader is evicted first whatever its length,
-        and recomputing long contexts eats the throughput."""
-        stall_rate = float(gain[view.is_running].sum()) / self.config.horizon_s
-        return (gain[idx] + stall_rate * costs.resume[idx]) / view.num_blocks[idx]
+        them costs later (their restore stalls everyone for that long). Without the second
+        term a request far ahead of its reader is evicted first whatever its length, and
+        recomputing long contexts eats the throughput."""
+        return (gain[idx] + price * costs.resume[idx]) / view.num_blocks[idx]
 
-    def _finish(self, view, budget, costs, run, victims, *, solved) -> Decision:
-        is_swap = costs.is_swap[victims]
+    def _finish(self, view, budget, latency, run, victims, *, solved) -> Decision:
         # Swap only while host memory lasts; the rest falls back to recompute. A victim holds
         # the blocks of its context (num_blocks also counts the next token's slot).
-        cum = np.cumsum(np.where(is_swap, costs.held[victims], 0))
-        is_swap &= cum <= budget.num_free_cpu_blocks
+        ctx = view.context_tokens[victims]
+        is_swap, _ = victim_restore(latency, ctx, latency.blocks_for(ctx), budget.num_free_cpu_blocks)
         return Decision(run=run.astype(np.int64), preempt=victims.astype(np.int64), swap=is_swap, solved=solved)
 
     def _preemption_allowance(self, budget: Budget) -> int:
@@ -218,18 +240,17 @@ class AndesPolicy:
             return 1 << 30
         return max(0, int(p * budget.num_requests_seen) - budget.num_preemptions_total)
 
-    def _batch_sizes(self, view, budget, latency) -> np.ndarray:
-        """Candidate batch sizes: from b_min (largest batch that still outpaces the most
-        demanding reader: no smaller batch can help anyone) to b_max (shortest requests
-        packed into memory)."""
+    def _chosen_allowance(self, budget: Budget, num_running: int) -> int:
+        """Preemptions the refiner may choose now: the cap's allowance less one for each
+        running request, since growth may yet force any of them out (forced evictions cannot
+        wait for the budget, so the budget keeps them in hand)."""
+        return max(0, self._preemption_allowance(budget) - num_running)
+
+    def _batch_size(self, view, budget) -> int:
+        """The largest batch memory allows: the shortest requests packed into it."""
         cum = np.cumsum(np.sort(view.num_blocks))
-        b_max = int(min(np.searchsorted(cum, budget.num_gpu_blocks, side="right"), budget.max_num_seqs, len(view)))
-        b_max = max(b_max, 1)
-        mean_ctx = float(view.context_tokens.mean())
-        b_min = min(max(latency.max_batch_within(1.0 / float(view.tds.max()), mean_ctx), 1), b_max)
-        if b_min == b_max or self.config.num_batch_sizes == 1:
-            return np.array([b_max])
-        return np.unique(np.linspace(b_min, b_max, self.config.num_batch_sizes).round().astype(np.int64))
+        b = int(min(np.searchsorted(cum, budget.num_gpu_blocks, side="right"), budget.max_num_seqs, len(view)))
+        return max(b, 1)
 
     def _gains(self, view, latency, now, restore, sizes, mean_ctx: float | None = None) -> np.ndarray:
         """QoE each request loses over the horizon if left out, for each batch size (rows).
@@ -245,7 +266,7 @@ class AndesPolicy:
         made = np.floor((dt - restore - lat) / lat) + 1.0  # tokens the engine makes by now+dt
         # Only tokens the reader can digest by the horizon count: one made now but read after
         # now+dt changes nothing the reader sees by then, so a request whose client buffer
-        # covers the horizon loses nothing by pausing (spec section 3). No token yet means a
+        # covers the horizon loses nothing by pausing (docs/design.md#scheduling). No token yet means a
         # last digest of -inf, hence no limit. Known lengths (oracle) cap the tokens too; fmin
         # passes over the NaN of unknown ones.
         readable = np.floor((rel + dt - view.last_digest) * view.tds)
@@ -277,7 +298,8 @@ def _all_in_arrival_order(view: SchedulerView) -> np.ndarray:
 def _waiting_restore(view: SchedulerView, latency: LatencyModel) -> np.ndarray:
     """Delay before a waiting request's first token if admitted now: swap-in or (re)prefill."""
     ctx = view.context_tokens
-    return np.where(view.is_swapped, latency.swap_time(ctx), latency.prefill_time(ctx))
+    swap_in = 0.5 * swap_round_trip_seconds(latency, ctx)
+    return np.where(view.is_swapped, swap_in, prefill_delay_seconds(latency, ctx))
 
 
 @dataclass(frozen=True)
@@ -285,20 +307,20 @@ class _Costs:
     """Per-request mechanism costs, computed once per decision."""
 
     restore: np.ndarray  # delay before the next token if chosen now (0 for a decoding runner)
-    resume: np.ndarray  # what a preemption now costs the request on its return
-    is_swap: np.ndarray  # whether that preemption should swap (else recompute)
+    resume: np.ndarray  # engine time a preemption now costs on its return (host memory aside)
     held: np.ndarray  # blocks of its context, what a swap moves to host memory
 
     @classmethod
     def of(cls, view: SchedulerView, latency: LatencyModel) -> "_Costs":
         """A runner pays the rest of its prefill; a waiting request a swap-in or a full
-        (re)prefill of its context; a victim the cheaper of swap and recompute."""
+        (re)prefill of its context; a victim the cheaper of a swap round trip and a chunked
+        recompute (host memory permitting, which only the refiner knows in order)."""
         ctx = view.context_tokens
-        is_swap, resume = latency.preemption_costs(ctx)
+        _, resume = restore_seconds(latency, ctx)
         rest = np.asarray(latency.recompute_time(view.num_uncomputed), dtype=np.float64)
         restore = np.where(view.is_running, rest, _waiting_restore(view, latency))
         held = np.asarray(latency.blocks_for(ctx), dtype=np.int64)
-        return cls(restore, np.asarray(resume, dtype=np.float64), np.asarray(is_swap, dtype=bool), held)
+        return cls(restore, resume, held)
 
 
 def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.ndarray:
@@ -327,15 +349,15 @@ def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.n
 
 def _best_entrant_prefix(
     *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, victim_restore,
-    free, free_seats, cap, stall_cost_per_s,
+    free, free_seats, cap, stall_cost_per_s, min_gain=0.0,
 ) -> tuple[int, int]:
     """How many entrants (best first) to admit, and how many victims that evicts.
 
     Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
-    make room (least valuable first; room is KV memory and batch seats) - the stall the
-    preemptions cost the running batch: the entrants' restores now and the victims' restores
-    when they come back. Only entrants that need a victim pay it; one that fits in free memory
-    and a free seat is plain admission.
+    make room (least valuable first; room is KV memory and batch seats) - the engine time the
+    preemptions take (the entrants' restores now and the victims' restores when they come back)
+    at ``stall_cost_per_s`` - ``min_gain`` per victim. Only entrants that need a victim pay it;
+    one that fits in free memory and a free seat is plain admission.
     """
     if entrant_gain.size == 0:
         return 0, 0
@@ -353,7 +375,7 @@ def _best_entrant_prefix(
     num_victims = np.minimum(num_victims, cum_vblocks.size - 1)
     stall_s = np.cumsum(np.where(num_victims > 0, entrant_restore, 0.0)) + cum_vrestore[num_victims]
     stall = stall_s * stall_cost_per_s
-    net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall
+    net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall - min_gain * num_victims
     net = np.where(feasible, net, -np.inf)
     best = int(np.argmax(net)) + 1 if np.isfinite(net).any() else 0
     j = no_victim if best == 0 or net[best - 1] <= 0 else max(best, no_victim)

@@ -1,9 +1,11 @@
 """The OpenAI-compatible gateway: a FastAPI ingress deployment in front of the engine replicas.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream`` true: server-sent
-events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``,
-the browser page at ``GET /`` (``andes.serve.page``), and ``POST /v1/reader/{id}`` for a client
-whose reader paused or changed pace (``andes.serve.reader``).
+events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``
+(liveness: the gateway answers), ``GET /ready`` (readiness: an engine replica answers within
+``ready_timeout_s``; 503 with ``Retry-After`` otherwise), the browser page at ``GET /``
+(``andes.serve.page``), and ``POST /v1/reader/{id}`` for a client whose reader paused or
+changed pace (``andes.serve.reader``).
 Every stream ends with either a final chunk (finish reason, usage and the ``andes`` QoE report)
 or an error event, then ``data: [DONE]``. QoE is measured here from the times tokens are sent,
 relative to the request's arrival at the gateway (``protocol.DeliveryMeter``). A client that
@@ -16,23 +18,28 @@ this replica's handle; the call's first argument is the typed ``EngineRequest``
 (``pending_request.args[0]``) and the replica runs as it is.
 """
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
-from andes.serve import page
+from andes.serve import errors, openapi, page
+from andes.serve.auth import Access
+from andes.serve.gateway_metrics import GatewayMetrics
+from andes.serve.metrics import null_factory, ray_factory
 from andes.serve.protocol import Job
 from andes.serve.reader import READER_PATH, reader_response
-from andes.serve.streaming import internal_error, models_body, respond
+from andes.serve.readiness import not_ready
+from andes.serve.streaming import models_body, respond
 
 __all__ = ["Gateway", "api"]
 
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
-api.add_exception_handler(Exception, internal_error)
+errors.install(api)
 api.include_router(page.router)  # the browser page at /
 
 READER_ATTEMPTS = 8
@@ -49,11 +56,31 @@ class Gateway:
         self.config = load_config(GatewayConfig, config, where="gateway")
         self.engine = engine.options(stream=True)
         self._replicas = engine
+        self.metrics = GatewayMetrics(ray_factory if self.config.metrics.enabled else null_factory)
+        self.probe = engine.options(stream=False)
+        self.access = Access.from_config(self.config.auth)
+        openapi.install(api, self.config)
 
     @api.get("/health")
     async def health(self) -> dict[str, str]:
         """Liveness: the gateway answers."""
         return {"status": "ok"}
+
+    @api.get("/ready")
+    async def ready(self) -> Response:
+        """Readiness: an engine replica answers (Serve routes only to replicas that passed
+        their health check); 503 with ``Retry-After`` while none does."""
+        response = self.probe.ready.remote()
+
+        async def answered() -> Any:
+            return await response
+
+        try:  # probes (Kubernetes: 1 s by default) must not wait as long as a request may
+            await asyncio.wait_for(answered(), 0.9)
+        except Exception as exc:  # noqa: BLE001 - timed out, or no replica could answer: not ready
+            response.cancel()
+            return not_ready(self.config, "timed out" if isinstance(exc, asyncio.TimeoutError) else repr(exc))
+        return JSONResponse({"status": "ready"})
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -63,12 +90,12 @@ class Gateway:
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         """OpenAI text completions."""
-        return await respond("completions", request, self.config, self._call)
+        return await respond("completions", request, self.config, self._call, self.access, self.metrics)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         """OpenAI chat completions."""
-        return await respond("chat", request, self.config, self._call)
+        return await respond("chat", request, self.config, self._call, self.access, self.metrics)
 
     @api.post(READER_PATH, status_code=204)
     async def reader(self, stream_id: str, request: Request) -> Response:
@@ -83,5 +110,6 @@ class Gateway:
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
-        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event)
+        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True)
         return events, events.cancel
+

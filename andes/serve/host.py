@@ -4,6 +4,11 @@
 runs in plain asyncio tests with a virtual clock. Contract:
 - ``generate`` yields ``TokenEvent``s whose last one is final; tokens that are ready together
   (queued while the consumer was busy) leave as one event, at most ``max_tokens_per_event``;
+  a request refused before it runs -- by admission control (``andes.serve.admission``,
+  ``refused="overloaded"`` with ``retry_after_s``) or by the engine (``refused="invalid"``,
+  the error naming the field) -- gets one final ``error`` event; with ``announce`` an accepted
+  request's first event is an empty one, sent as soon as the engine took it, so the caller
+  knows which answer it has before the first token;
 - when the consumer stops early (Ray Serve cancels the generator on client disconnect) the
   engine request is aborted and its KV memory freed before ``generate`` returns;
 - ``reconfigure`` switches the policy between engine steps without restarting the engine;
@@ -18,6 +23,7 @@ names is ``andes.engines.build_engine``'s business.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -25,8 +31,17 @@ from typing import Any, AsyncIterator, Callable, Mapping
 from andes.config import ConfigError, ReplicaConfig, load_config
 from andes.engines import build_engine
 from andes.engines.base import Engine, EngineRequest, ExpectationUpdate, TokenEvent
+from andes.expectations import estimate_prompt_tokens
+from andes.serve.admission import Admission, decide
 
 __all__ = ["EngineHost", "merge_events"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Routed:
+    prompt_tokens: int
+    ttft: float
+    tds: float
 
 
 def merge_events(events: list[TokenEvent]) -> TokenEvent:
@@ -59,6 +74,19 @@ class EngineHost:
         self.config = config if isinstance(config, ReplicaConfig) else \
             load_config(ReplicaConfig, config, where="user_config")
         self.engine = self._build(self.config)
+        # Streams that ended here, by finish reason ("cancelled": the consumer left); metrics.
+        self.num_finished: collections.Counter[str] = collections.Counter()
+        self._latency = self.config.engine.latency_model()
+
+    def admission(self, request: EngineRequest) -> Admission:
+        """Whether admission control lets ``request`` in now (``andes.serve.admission``)."""
+        config = self.config.admission
+        if not config.is_enabled:
+            return Admission(True)
+        now = self._clock()
+        report = self.engine.routing_report("self", now)
+        prompt_tokens = request.num_prompt_tokens or estimate_prompt_tokens(request.prompt or "")
+        return decide(report, _Routed(prompt_tokens, request.ttft, request.tds), self._latency, now, config)
 
     def _build(self, config: ReplicaConfig) -> Engine:
         try:
@@ -85,6 +113,7 @@ class EngineHost:
         elif config.policy != self.config.policy:
             await self._set_policy(config)
         self.config = config
+        self._latency = config.engine.latency_model()
 
     def num_open(self) -> int:
         """Requests the engine holds (running, waiting or swapped)."""
@@ -104,14 +133,28 @@ class EngineHost:
         report = self.engine.routing_report(replica_id, time.time() if timestamp is None else timestamp)
         return report.to_dict()
 
-    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
-                       ) -> AsyncIterator[TokenEvent]:
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
+                       announce: bool = False) -> AsyncIterator[TokenEvent]:
         """Stream ``request``; see the module docstring."""
         engine = self.engine  # a reconfigure that swaps engines must not strand this stream
+        admission = self.admission(request)
+        if not admission.accept:
+            yield TokenEvent(request.request_id, 0, (), "", self._clock(), "error",
+                             error=admission.message(), refused="overloaded",
+                             retry_after_s=admission.retry_after_s)
+            return
+        try:
+            stream = engine.submit(request)
+        except ValueError as exc:  # the engine cannot take it; the message names the field
+            yield TokenEvent(request.request_id, 0, (), "", self._clock(), "error", error=str(exc),
+                             refused="invalid")
+            return
         ready: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        pump = asyncio.ensure_future(self._pump(engine.submit(request), ready, request.request_id))
+        pump = asyncio.ensure_future(self._pump(stream, ready, request.request_id))
         finished = False
         try:
+            if announce:
+                yield TokenEvent(request.request_id, 0, (), "", self._clock())
             while not finished:
                 batch = [await ready.get()]
                 num_tokens = len(batch[0].token_ids)
@@ -120,9 +163,12 @@ class EngineHost:
                     num_tokens += len(batch[-1].token_ids)
                 event = merge_events(batch)
                 finished = event.is_final
+                if finished:
+                    self.num_finished[event.finish_reason] += 1
                 yield event
         finally:
             if not finished:  # consumer left early: free the engine's memory now
+                self.num_finished["cancelled"] += 1
                 pump.cancel()
                 await engine.abort(request.request_id)
 
@@ -138,6 +184,10 @@ class EngineHost:
         except Exception as exc:  # never leave ``generate`` waiting for a final event
             ready.put_nowait(TokenEvent(request_id, 0, (), "", self._clock(), "error",
                                         error=f"engine stream failed: {exc!r}"))
+
+    async def check_health(self) -> None:
+        """Raise if the engine can no longer serve (Serve's health check calls this)."""
+        await self.engine.check_health()
 
     async def shutdown(self) -> None:
         """Stop the engine; open streams end with an ``abort`` event."""

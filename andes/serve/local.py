@@ -15,11 +15,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from andes.config import ServeConfig, load_config
-from andes.serve import page
+from andes.serve import errors, openapi, page
+from andes.serve.auth import Access
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
 from andes.serve.reader import READER_PATH, reader_response
-from andes.serve.streaming import internal_error, models_body, respond
+from andes.serve.streaming import models_body, respond
 
 __all__ = ["make_local_app"]
 
@@ -37,17 +38,22 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
         await host.shutdown()  # open streams end with an error event, not a hang
 
     app = FastAPI(title="Andes (single process)", lifespan=lifespan)
-    app.add_exception_handler(Exception, internal_error)
+    errors.install(app)
     app.state.host = host
     app.include_router(page.router)  # the browser page at /
+    access = Access.from_config(gateway.auth)
 
     def call(job: Job):
-        events = host.generate(job.engine_request(), gateway.max_tokens_per_event)
+        events = host.generate(job.engine_request(), gateway.max_tokens_per_event, announce=True)
         return events, events.aclose
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}  # the engine runs in this process: up when the server is
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -55,14 +61,15 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        return await respond("completions", request, gateway, call)
+        return await respond("completions", request, gateway, call, access)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await respond("chat", request, gateway, call)
+        return await respond("chat", request, gateway, call, access)
 
     @app.post(READER_PATH, status_code=204)
     async def reader(stream_id: str, request: Request) -> Response:
         return await reader_response(stream_id, request, host.update_expectations)
 
+    openapi.install(app, gateway)
     return app

@@ -14,12 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from andes.config import GatewayConfig
 from andes.engines.base import EngineRequest
 from andes.expectations import MAX_TDS, MAX_TTFT_S, estimate_prompt_tokens
 from andes.qoe import DigestState
+from andes.serve.fields import SAMPLING_FIELDS, check_depth, refused_field
 
 __all__ = ["ApiError", "DeliveryMeter", "Job", "error_body", "parse_request", "sse"]
 
@@ -30,9 +31,11 @@ class ApiError(Exception):
     """An error to send as OpenAI's error JSON with ``status``."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 type: str = "invalid_request_error", code: str | None = None) -> None:
+                 type: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = status, message, param, type, code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """``{"error": {...}}`` as OpenAI's API returns it."""
@@ -45,14 +48,18 @@ def error_body(message: str, param: str | None = None, type: str = "invalid_requ
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def sse(payload: dict[str, Any] | str) -> str:
-    """One server-sent event carrying ``payload`` (a dict is sent as JSON)."""
+def sse(payload: dict[str, Any] | str, seq: int | None = None) -> str:
+    """One server-sent event carrying ``payload`` (a dict is sent as JSON), with ``seq`` as
+    its SSE ``id`` when given (clients that read only ``data:`` lines are unaffected)."""
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n"
+    return f"data: {data}\n\n" if seq is None else f"id: {seq}\ndata: {data}\n\n"
 
 
 # ---------------------------------------------------------------------------------- requests
 _Positive = dict(gt=0, allow_inf_nan=False)
+MIN_TDS = 0.01
+"""Slowest reader the API accepts (a token every 100 s); slower is a unit mistake, and values
+near 0 would overflow the QoE arithmetic (1 / tds)."""
 
 
 class _StreamOptions(BaseModel):
@@ -67,8 +74,8 @@ class _StreamOptions(BaseModel):
 
 
 class _Common(BaseModel):
-    # Unknown OpenAI parameters (temperature, top_p, user, ...) are accepted and ignored.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # Fields not declared here are refused or accepted as "off" by ``andes.serve.fields``.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -76,10 +83,23 @@ class _Common(BaseModel):
     n: int = Field(1, ge=1, le=1)
     ttft: float | None = Field(None, le=MAX_TTFT_S, **_Positive)
     """Expected time to first token (s); default: the service class's (``andes.expectations``)."""
-    tds: float | None = Field(None, le=MAX_TDS, **_Positive)
+    tds: float | None = Field(None, ge=MIN_TDS, le=MAX_TDS, allow_inf_nan=False)
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
     stream_options: _StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    """End-user id: written in the request's log line."""
+    # Sampling: passed to the engine, which refuses what it cannot apply (400 naming the field).
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = None
+    stop: str | list[str] | None = Field(None, max_length=4)
+    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields the client set."""
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
 
 
 class CompletionBody(_Common):
@@ -94,6 +114,15 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     role: str
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_only(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -120,17 +149,26 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: float) -> "Job":
     """Validate a request body for ``route``; raise ``ApiError`` naming the bad field."""
+    depth_error = ApiError(400, f"request body nests deeper than {config.max_json_depth} levels")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise depth_error from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
+    if not check_depth(data, config.max_json_depth):
+        raise depth_error
     model = CompletionBody if route == "completions" else ChatBody
     try:
         body = model.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc) from None
+    for name, value in (body.model_extra or {}).items():
+        refused = refused_field(name, value)
+        if refused is not None:
+            raise ApiError(400, refused, name, code="unsupported_parameter")
     if body.model is not None and body.model != config.model_name:
         raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
                             f"{config.model_name!r}", "model", code="model_not_found")
@@ -154,7 +192,8 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
     engine_times = body.stream_options is not None and body.stream_options.include_engine_time
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
-               ttft=ttft, tds=tds, arrival=arrival)
+               ttft=ttft, tds=tds, arrival=arrival, sampling=body.sampling(), user=body.user,
+               service_class=body.service_class or config.default_service_class)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -204,6 +243,10 @@ class Job:
     tds: float
     arrival: float
     engine_times: bool = False  # stream_options.include_engine_time
+    service_class: str = ""  # the metrics' label: the class named, else the default one
+    sampling: dict[str, Any] = field(default_factory=dict)  # the OpenAI sampling fields given
+    user: str | None = None
+    tenant: str = "anonymous"  # the API key's tenant (andes.serve.auth)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -215,7 +258,7 @@ class Job:
         """What the replica runs and the router reads (``pending_request.args[0]``)."""
         return EngineRequest(request_id=self.request_id, ttft=self.ttft, tds=self.tds,
                              max_tokens=self.max_tokens, prompt=self.prompt,
-                             num_prompt_tokens=self.num_prompt_tokens)
+                             num_prompt_tokens=self.num_prompt_tokens, sampling=dict(self.sampling))
 
     def meter(self) -> DeliveryMeter:
         return DeliveryMeter(self.ttft, self.tds, self.arrival)

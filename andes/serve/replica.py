@@ -16,6 +16,8 @@ from ray import serve
 
 from andes.engines.base import EngineRequest, ExpectationUpdate, TokenEvent
 from andes.serve.host import EngineHost
+from andes.serve.metrics import ray_factory
+from andes.serve.replica_metrics import ReplicaSampler
 
 __all__ = ["EngineReplica"]
 
@@ -37,15 +39,27 @@ class EngineReplica:
         # Defaults until Serve passes user_config to reconfigure. The replica's rank on its node
         # gives a vLLM engine its own CPU cores (left alone, every engine takes the same one).
         self.host = EngineHost(placement=_placement())
+        self.sampler: ReplicaSampler | None = None  # metrics, started by reconfigure
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Validate ``user_config`` (``andes.config.ReplicaConfig``) and apply it in place."""
         await self.host.reconfigure(user_config)
+        await self._apply_metrics()
 
-    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
-                       ) -> AsyncIterator[TokenEvent]:
+    async def _apply_metrics(self) -> None:
+        """Start, restart (new period) or stop the metrics sampler as ``user_config.metrics`` says."""
+        settings = self.host.config.metrics
+        if self.sampler is not None and (not settings.enabled or self.sampler.period_s != settings.period_s):
+            await self.sampler.stop()
+            self.sampler = None
+        if settings.enabled and self.sampler is None:
+            self.sampler = ReplicaSampler(self.host, ray_factory, period_s=settings.period_s)
+            self.sampler.start()
+
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
+                       announce: bool = False) -> AsyncIterator[TokenEvent]:
         """Stream ``request`` (the router reads it too); the last event is final."""
-        async for event in self.host.generate(request, max_tokens_per_event):
+        async for event in self.host.generate(request, max_tokens_per_event, announce):
             yield event
 
     async def update_expectations(self, request_id: str, update: ExpectationUpdate, attempt: int = 0) -> bool:
@@ -53,6 +67,16 @@ class EngineReplica:
 
         ``attempt`` is for the router only: it picks which replica this call goes to."""
         return await self.host.update_expectations(request_id, update)
+
+    def ready(self) -> bool:
+        """Readiness probe of the gateway: answering at all means this replica serves (Serve
+        routes only to replicas whose constructor, ``reconfigure`` and health check passed)."""
+        return True
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: raises when the engine can no longer serve, so Serve
+        stops routing here and replaces the replica."""
+        await self.host.check_health()
 
     def stats(self) -> dict[str, Any]:
         """The engine's ``EngineStats`` as a dict."""
@@ -70,6 +94,8 @@ class EngineReplica:
         # Serve awaits an async __del__ on graceful shutdown: open streams end with "abort",
         # and a vLLM engine stops its processes (without this each stop leaks ~400 MiB of
         # shared memory).
+        if self.sampler is not None:
+            await self.sampler.stop()
         await self.host.shutdown()
 
 

@@ -208,3 +208,22 @@ def test_reader_updates_reach_the_replica_holding_the_request(server):
     assert text == expected_text(200)
     unknown = httpx.post(f"{server.base_url}/v1/reader/cmpl-nobody", json={"state": "paused"}, timeout=30)
     assert unknown.status_code == 404
+def test_readiness_contract_errors_and_schema_through_serve(server):
+    base = server.base_url
+    deadline = time.monotonic() + 30  # the first probe may land while the handle starts up
+    while (ready := httpx.get(f"{base}/ready", timeout=30)).status_code != 200 and time.monotonic() < deadline:
+        assert ready.status_code == 503 and ready.headers["retry-after"]
+        time.sleep(0.5)
+    assert ready.json() == {"status": "ready"}, ready.text
+    missing = httpx.get(f"{base}/nope", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    doc = httpx.get(f"{base}/openapi.json", timeout=10).json()
+    assert "requestBody" in doc["paths"]["/v1/chat/completions"]["post"]
+    # Refused by the engine on its replica, answered before any token: 400 naming the field.
+    body = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "stream": True}
+    refused = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "temperature"
+    long = httpx.post(f"{base}/v1/completions", json={"prompt": "w " * 5000}, timeout=30)
+    assert long.status_code == 400 and long.json()["error"]["param"] == "prompt"
+    ok = httpx.post(f"{base}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["andes"]["tds"] > 0

@@ -96,6 +96,20 @@ def test_the_vllm_engine_offers_every_call_of_the_engine_contract():
     assert contract_gaps(VllmEngine) == []
 
 
+def test_telemetry_reads_each_steps_policy_time_once(engine, loop):
+    async def main():
+        await engine.telemetry()  # drop what earlier tests left
+        await collect(engine, request("telemetry-1", max_tokens=8))
+        first = await engine.telemetry()
+        return first, await engine.telemetry()
+
+    first, again = loop.run(main())
+    # The Andes scheduler runs its policy phase every step: at least one per generated token.
+    assert len(first.policy_seconds) >= 8 and all(0 <= t < 1 for t in first.policy_seconds)
+    assert len(again.policy_seconds) < len(first.policy_seconds)  # drained by the first read
+    assert first.num_swap_preemptions == 0 and first.num_recompute_preemptions == engine.stats().num_preemptions
+
+
 def test_a_replica_config_naming_no_model_directory_fails_naming_the_field(tmp_path):
     from andes.serve.host import EngineHost
 
@@ -301,3 +315,17 @@ def test_a_reader_update_reaches_the_scheduler_and_ends_with_the_request(engine,
     assert faster and paused and not unknown and not gone
     (track,) = [r for rid, r in report["andes"]["requests"].items() if rid.startswith("reader-1-")]
     assert track["tds"] == 17.0 and track["ttft"] > 1e5  # paused: nothing expected for now
+def test_openai_sampling_fields_reach_vllm_and_usage_counts_tokenizer_tokens(engine, loop):
+    prompt = "the reader reads one word at a time"
+    greedy = loop.run(collect(engine, request("greedy", max_tokens=24, prompt=prompt)))
+    text = "".join(e.text for e in greedy)
+    assert greedy[-1].num_prompt_tokens == len(engine.tokenizer.encode(prompt))  # not a word count
+    # A stop string from the middle of the greedy text ends the same request there.
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    stopped = loop.run(collect(engine, request("stopped", max_tokens=24, prompt=prompt,
+                                               sampling={"ignore_eos": True, "stop": [stop]})))
+    assert stopped[-1].finish_reason == "stop"
+    assert "".join(e.text for e in stopped) == text[:text.index(stop)]
+    seeded = [loop.run(collect(engine, request(f"seeded-{i}", max_tokens=24, prompt=prompt, sampling={
+        "ignore_eos": True, "temperature": 1.0, "top_p": 0.9, "seed": 11}))) for i in range(2)]
+    assert [t for e in seeded[0] for t in e.token_ids] == [t for e in seeded[1] for t in e.token_ids]

@@ -13,6 +13,8 @@ Two drivers use it: ``simulate`` runs a trace in virtual time for benchmarks, an
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +58,14 @@ class SimCore:
     """The simulated engine's state and step function (no clock, no I/O, no asyncio)."""
 
     def __init__(self, policy: Policy, latency: LatencyModel, *, oracle: bool = False, capacity: int = 1024,
-                 refit: OnlineRefit | None = None):
+                 refit: OnlineRefit | None = None, recycle: bool = False):
         self.policy = policy
+        # A served engine runs for ever: with ``recycle`` a finished request's slot is reused by a
+        # later one (once its owner says it is done with it: ``release``) and no per-step
+        # history is kept, so memory follows the requests open at once (``token_times`` and
+        # ``outcomes`` then describe nothing). Benchmarks keep every slot.
+        self.recycle = recycle
+        self._free_slots: list[int] = []
         self.latency = latency  # what steps cost (the simulated hardware)
         # Optional online refit: the policy then projects with the refit's model, which starts
         # from its own prior and learns from every simulated step, as a real engine's does.
@@ -75,6 +83,9 @@ class SimCore:
         self.counters = _Counters()
         self.status: dict[int, str] = {}
         self.has_segments = False  # some reader changed pace: score with andes.qoe.reader's base
+        # When set (the served engine's metrics), the wall time of each policy call is appended;
+        # it is only measured, never used by the simulation.
+        self.policy_times: deque[float] | None = None
 
     # -- request intake -----------------------------------------------------------------------
     def _alloc(self, capacity: int) -> None:
@@ -89,10 +100,7 @@ class SimCore:
 
     def add_request(self, arrival: float, prompt_tokens: int, output_tokens: int, ttft: float, tds: float) -> int:
         """Queue a request that arrives at ``arrival``; returns its slot."""
-        slot = self.num_slots
-        if slot >= self.arrival.size:
-            self._alloc(2 * self.arrival.size)
-        self.num_slots += 1
+        slot = self._new_slot()
         prof = self.latency.profile
         # A context must fit the model and the whole KV cache; a longer request is clipped
         # (like one past max_model_len), never left waiting forever for memory that cannot exist.
@@ -110,6 +118,27 @@ class SimCore:
         self.waiting = np.append(self.waiting, slot)
         self.counters.num_arrived += 1
         return slot
+
+    def _new_slot(self) -> int:
+        if self._free_slots:
+            slot = self._free_slots.pop()
+            self.status.pop(slot, None)
+            self.num_generated[slot] = self.num_computed[slot] = self.num_preemptions[slot] = 0
+            return slot
+        slot = self.num_slots
+        if slot >= self.arrival.size:
+            self._alloc(2 * self.arrival.size)
+        self.num_slots += 1
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Let a later request reuse finished ``slot`` (``recycle`` mode; otherwise a no-op).
+
+        The owner calls it once it has read all it needs of the slot: a slot reused while its
+        last step's tokens are still being delivered would hand them to the new request.
+        """
+        if self.recycle and self.state[slot] == DONE and slot not in self._free_slots:
+            self._free_slots.append(int(slot))
 
     def abort(self, slot: int, status: str = "aborted") -> None:
         """Stop ``slot`` now and free its memory (client cancel or server abort)."""
@@ -174,7 +203,10 @@ class SimCore:
             num_free_cpu_blocks=self.cpu.num_free,
         )
         model = self.latency if self.refit is None else self.refit.model
+        t0 = time.perf_counter()
         decision = self.policy.decide(view, budget, model, now)
+        if self.policy_times is not None:
+            self.policy_times.append(time.perf_counter() - t0)
         victims = cand[decision.preempt]
         swap_s = self._preempt(victims, decision.swap, now)
         swap_s += self._admit(cand[decision.run], now)
@@ -275,7 +307,8 @@ class SimCore:
     def _postprocess(self, emitted: np.ndarray, t: float) -> np.ndarray:
         """Deliver one token to each ``emitted`` slot at engine time ``t``."""
         step_idx = self.counters.num_steps
-        self.step_ends.append(t)
+        if not self.recycle:
+            self.step_ends.append(t)
         if emitted.size == 0:
             return emitted
         starting = emitted[self.seg_start[emitted] < 0]
@@ -304,6 +337,8 @@ class SimCore:
         # A segment is a run of consecutive steps that each gave the slot one token; its
         # length is what the slot generated beyond its earlier, closed segments.
         for slot in slots[self.seg_start[slots] >= 0]:
+            if self.recycle:  # no history: token times are not kept
+                break
             closed = sum(c for _, c in self.segments.get(int(slot), ()))
             count = int(self.num_generated[slot]) - closed
             if count:
@@ -325,7 +360,7 @@ class SimCore:
         self.running = self._without(self.running, slots)
         self.waiting = self._without(self.waiting, slots)
         for s in slots:
-            self.status[int(s)] = status
+            self.status[int(s)] = status  # a recycled slot keeps it until it is reused
         self.counters.num_finished += int(slots.size)
 
     # -- results ------------------------------------------------------------------------------

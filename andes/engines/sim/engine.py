@@ -12,12 +12,14 @@ import asyncio
 import itertools
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Hashable
 
 import numpy as np
 
-from andes.engines.base import EngineRequest, EngineStats, ExpectationUpdate, TokenEvent
+from andes.engines.base import (MAX_POLICY_TIMES, EngineRequest, EngineStats, EngineTelemetry, ExpectationUpdate,
+                                TokenEvent)
 from andes.engines.sim.core import SWAPPED, WAITING, SimCore
 from andes.engines.sim.stats import from_core
 from andes.latency import LatencyModel
@@ -79,7 +81,8 @@ class SimEngine:
         max_lag_s: float = 1.0,
         max_burst_s: float = 0.05,
     ) -> None:
-        self.core = SimCore(policy, latency)
+        self.core = SimCore(policy, latency, recycle=True)  # served for ever: bounded memory
+        self.core.policy_times = self._policy_times = deque(maxlen=MAX_POLICY_TIMES)
         self.clock = clock
         self._sleep = sleep or asyncio.sleep
         self.default_output_tokens = default_output_tokens
@@ -102,7 +105,14 @@ class SimEngine:
         """Queue ``request`` now; its stream ends with a final event whatever happens."""
         if request.request_id in self._streams:
             raise ValueError(f"request_id: {request.request_id!r} is already running")
+        if request.sampling:
+            name = sorted(request.sampling)[0]
+            raise ValueError(f"{name}: not supported by the simulated engine (its output is not "
+                             f"sampled from a model)")
         prompt_tokens = request.num_prompt_tokens or estimate_prompt_tokens(request.prompt or "")
+        if prompt_tokens >= self.max_model_len:
+            raise ValueError(f"prompt: {prompt_tokens} tokens, but this engine's context holds at most "
+                             f"{self.max_model_len} tokens per request, at least one of them generated")
         output = min(request.output_tokens or request.max_tokens, request.max_tokens)
         arrival = self.clock() if request.arrival is None else request.arrival
         self._newest_arrival = max(self._newest_arrival, arrival)
@@ -151,10 +161,30 @@ class SimEngine:
             policy=core.policy.name,
         )
 
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time of each step that ran the policy since the last call; preemptions by kind."""
+        times = tuple(self._policy_times)
+        self._policy_times.clear()
+        counters = self.core.counters
+        return EngineTelemetry(times, counters.num_swaps, counters.num_preemptions - counters.num_swaps)
+
+    @property
+    def max_model_len(self) -> int:
+        """Prompt plus output tokens one request may hold: the profile's model length, or the
+        whole KV cache if smaller (what ``SimCore`` would otherwise clip a prompt to)."""
+        prof = self.core.latency.profile
+        return int(min(prof.max_model_len, prof.num_gpu_blocks * prof.block_size))
+
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
         """The router's view of this engine now; ``timestamp`` is on the router's clock."""
         report = from_core(self.core, self.clock(), replica_id)
         return replace(report, timestamp=float(timestamp))
+
+    async def check_health(self) -> None:
+        """Raise if the stepping task died of an error (a finished idle task is healthy)."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"engine: the step loop failed: {task.exception()!r}")
 
     async def shutdown(self) -> None:
         """Stop stepping and end every open stream with ``abort``."""
@@ -228,7 +258,8 @@ class SimEngine:
                 reason = stream.finish_reason
             stream.queue.put_nowait(
                 TokenEvent(stream.request_id, index, (index,), make_text(index), t, reason,
-                           int(self.core.num_preemptions[slot]))
+                           int(self.core.num_preemptions[slot]),
+                           num_prompt_tokens=None if reason is None else int(self.core.prompt[slot]))
             )
             if reason is not None:
                 self._forget(stream)
@@ -237,10 +268,13 @@ class SimEngine:
         index = int(self.core.num_generated[stream.slot])
         stream.queue.put_nowait(
             TokenEvent(stream.request_id, index, (), "", t, reason,  # type: ignore[arg-type]
-                       int(self.core.num_preemptions[stream.slot]), error)
+                       int(self.core.num_preemptions[stream.slot]), error,
+                       num_prompt_tokens=int(self.core.prompt[stream.slot]))
         )
         self._forget(stream)
 
     def _forget(self, stream: _Stream) -> None:
         self._streams.pop(stream.request_id, None)
-        self._by_slot.pop(stream.slot, None)
+        if self._by_slot.get(stream.slot) is stream:
+            del self._by_slot[stream.slot]
+            self.core.release(stream.slot)  # nothing reads the slot after this

@@ -21,7 +21,7 @@ from vllm.v1.engine.core import EngineCore
 
 __all__ = ["OPS", "VllmScheduler", "control"]
 
-OPS = ("stats", "set_policy", "update_expectations")
+OPS = ("stats", "set_policy", "telemetry", "update_expectations")
 
 
 def _stats(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +61,9 @@ def _update_expectations(scheduler: Any, payload: dict[str, Any]) -> dict[str, A
         return {"held": False}
     update = ExpectationUpdate(tds=payload.get("tds"), paused=payload.get("paused", False))
     return {"held": bool(updater(str(payload["request_id"]), update.tds, update.paused))}
+def _telemetry(scheduler: Any) -> dict[str, Any]:
+    drain = getattr(scheduler, "drain_policy_times", None)  # vLLM's own scheduler has no policy
+    return {"policy_seconds": drain() if callable(drain) else []}
 
 
 def control(core: EngineCore, op: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +74,8 @@ def control(core: EngineCore, op: str, payload: dict[str, Any]) -> dict[str, Any
         return _set_policy(core.scheduler, payload)
     if op == "update_expectations":
         return _update_expectations(core.scheduler, payload)
+    if op == "telemetry":
+        return _telemetry(core.scheduler)
     raise ValueError(f"op: unknown andes_control operation {op!r}; choose one of {OPS}")
 
 

@@ -32,7 +32,8 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from andes.config import PolicyConfig, VllmSettings
-from andes.engines.base import EngineRequest, EngineStats, ExpectationUpdate, FinishReason, TokenEvent
+from andes.engines.base import (EngineRequest, EngineStats, EngineTelemetry, ExpectationUpdate, FinishReason,
+                                TokenEvent)
 from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
                                        start_llm)
 from andes.latency import DEFAULT_PROFILE
@@ -129,6 +130,8 @@ class VllmEngine:
         if not request.prompt:
             raise ValueError("prompt: the vLLM engine needs the prompt text (got none)")
         token_ids = list(self._tokenizer.encode(request.prompt))
+        if not token_ids:
+            raise ValueError("prompt: the prompt encodes to no tokens")
         if len(token_ids) >= self.max_model_len:
             raise ValueError(f"prompt: {len(token_ids)} tokens, but the engine holds at most "
                              f"{self.max_model_len} tokens per request with at least one generated")
@@ -182,6 +185,14 @@ class VllmEngine:
         self._start_output_handler()
         return await self._llm.engine_core.call_utility_async(
             "andes_control", "stats", {"include_requests": include_requests})
+
+    async def telemetry(self) -> EngineTelemetry:
+        """Policy time per step since the last call (read in the engine process); vLLM V1
+        preempts by recompute only, so every preemption counts as one."""
+        self._start_output_handler()
+        answer = await self._llm.engine_core.call_utility_async("andes_control", "telemetry", {})
+        return EngineTelemetry(tuple(float(t) for t in answer.get("policy_seconds", ())),
+                               num_swap_preemptions=0, num_recompute_preemptions=self._num_preemptions)
 
     async def set_policy(self, policy: PolicyConfig) -> None:
         """Switch the policy inside the running engine, between two steps; requests keep going.
@@ -255,6 +266,12 @@ class VllmEngine:
             omitted_context_tokens=int(sum(s.num_prompt_tokens + s.digest.num_before + s.digest.num_tokens
                                            for s in rest)),
         )
+
+    async def check_health(self) -> None:
+        """Raise if vLLM's engine processes died or the engine was shut down."""
+        if self._closed:
+            raise RuntimeError("engine: shut down")
+        await self._llm.check_health()
 
     async def shutdown(self) -> None:
         """End every open stream with ``abort`` and stop vLLM's engine processes."""
@@ -336,7 +353,8 @@ class VllmEngine:
                         error = f"vLLM finished the request with {completion.finish_reason!r}"
                 if token_ids or reason is not None:
                     self._emit(stream, TokenEvent(stream.request_id, index, token_ids, completion.text,
-                                                  now, reason, stream.num_preemptions, error))
+                                                  now, reason, stream.num_preemptions, error,
+                                                  num_prompt_tokens=stream.num_prompt_tokens))
                 index += len(token_ids)
                 if output.finished:
                     return

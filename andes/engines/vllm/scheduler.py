@@ -40,6 +40,7 @@ from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from andes.engines.base import MAX_POLICY_TIMES
 from andes.engines.vllm.mapping import (RequestTrack, expectations_from_extra_args, next_step_blocks, request_rows,
                                        view_from_rows)
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
@@ -88,6 +89,7 @@ class _AndesMixin:
         self.finished_records: deque[dict[str, Any]] = deque(maxlen=_FINISHED_KEEP)
         self.step_records: deque[tuple[float, float, float, float]] = deque(maxlen=_STEP_KEEP)
         self.counters = _Counters()
+        self.policy_times: deque[float] = deque(maxlen=MAX_POLICY_TIMES)  # drained by telemetry()
         # (scheduled-at, decoders, context tokens, prefill tokens) of steps awaiting output.
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
@@ -186,6 +188,7 @@ class _AndesMixin:
         c.policy_seconds_total += spent
         c.policy_seconds_last = spent
         c.policy_seconds_max = max(c.policy_seconds_max, spent)
+        self.policy_times.append(spent)
         c.num_preemptions += len(output.preempted_req_ids)
         self._note_scheduled(output, now)
         return output
@@ -396,6 +399,12 @@ class _AndesMixin:
             }
             stats["finished"] = list(self.finished_records)
         return stats
+
+    def drain_policy_times(self) -> list[float]:
+        """Policy time of each step since the previous call (the metrics' histogram)."""
+        times = list(self.policy_times)
+        self.policy_times.clear()
+        return times
 
     def _recent_step_time(self) -> float:
         if not self.step_records:
