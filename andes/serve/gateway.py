@@ -100,7 +100,8 @@ class Gateway:
     @api.post(READER_PATH, status_code=204)
     async def reader(self, stream_id: str, request: Request) -> Response:
         """The client's reader paused, resumed or changed pace."""
-        return await reader_response(stream_id, request, self._update)
+        return await reader_response(stream_id, request, self._update, access=self.access,
+                                     max_body_bytes=self.config.max_body_bytes)
 
     async def _update(self, request_id: str, update) -> bool:
         for attempt in range(READER_ATTEMPTS):

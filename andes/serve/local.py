@@ -69,7 +69,8 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
 
     @app.post(READER_PATH, status_code=204)
     async def reader(stream_id: str, request: Request) -> Response:
-        return await reader_response(stream_id, request, host.update_expectations)
+        return await reader_response(stream_id, request, host.update_expectations, access=access,
+                                     max_body_bytes=gateway.max_body_bytes)
 
     openapi.install(app, gateway)
     return app

@@ -3,7 +3,9 @@
 Body ``{"state": "reading" | "paused", "tds"?: number}``; ``id`` is the stream's chunk ``id``
 (``chatcmpl-...`` or ``cmpl-...``) or the bare request id. Answers 204 when the engine holding
 the request took the update (its policy sees the new expectations at its next step), 404 when no
-engine holds it (unknown or already finished), and 400 in OpenAI's error shape naming the field.
+engine holds it (unknown or already finished), and 400 in OpenAI's error shape naming the field
+(401 without a known API key where keys are required, 413 for an oversized body). Any key may
+update any request: request ids are random 128-bit values only their stream reveals.
 Both servers (the Ray Serve gateway and ``andes.serve.local``) answer through ``reader_response``.
 """
 
@@ -16,9 +18,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from andes.expectations import ExpectationUpdate
+from andes.serve.auth import Access
 from andes.serve.protocol import ApiError, error_body
+from andes.serve.streaming import read_body
 
-__all__ = ["READER_PATH", "Update", "parse_reader_update", "reader_response", "request_id_of"]
+__all__ = ["READER_BODY", "READER_PATH", "Update", "parse_reader_update", "reader_response", "request_id_of"]
 
 READER_PATH = "/v1/reader/{stream_id}"
 
@@ -26,6 +30,14 @@ Update = Callable[[str, ExpectationUpdate], Awaitable[bool]]
 """Delivers an update to the engine holding a request; False when none holds it."""
 
 _PREFIXES = ("chatcmpl-", "cmpl-")
+
+READER_BODY = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"state": {"enum": ["reading", "paused"], "default": "reading"},
+                   "tds": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+                                     {"type": "null"}], "default": None}},
+}
+"""The body's JSON schema, for ``/openapi.json`` (``andes.serve.openapi``)."""
 
 
 def request_id_of(stream_id: str) -> str:
@@ -56,10 +68,14 @@ def parse_reader_update(raw: bytes) -> ExpectationUpdate:
         raise ApiError(400, str(exc), str(exc).split(":", 1)[0]) from None
 
 
-async def reader_response(stream_id: str, request: Request, update: Update) -> Response:
+async def reader_response(stream_id: str, request: Request, update: Update, *,
+                          access: Access | None = None, max_body_bytes: int | None = None) -> Response:
     """The HTTP answer to one reader update (see the module docstring)."""
     try:
-        parsed = parse_reader_update(await request.body())
+        if access is not None:
+            access.keys.tenant(request.headers.get("authorization"))
+        raw = await (request.body() if max_body_bytes is None else read_body(request, max_body_bytes))
+        parsed = parse_reader_update(raw)
     except ApiError as exc:
         return JSONResponse(exc.body(), status_code=exc.status)
     if not await update(request_id_of(stream_id), parsed):

@@ -90,3 +90,15 @@ def test_reader_updates_reach_the_engine_while_the_stream_is_open(server):
     gone = httpx.post(f"{base}/v1/reader/{stream_id}", json={"state": "paused"}, timeout=10)
     unknown = httpx.post(f"{base}/v1/reader/cmpl-nobody", json={"state": "paused"}, timeout=10)
     assert gone.status_code == 404 and unknown.status_code == 404
+
+
+def test_the_reader_route_is_described_in_openapi_and_bounds_its_body(server):
+    base, _ = server
+    doc = httpx.get(f"{base}/openapi.json", timeout=10).json()
+    operation = doc["paths"]["/v1/reader/{stream_id}"]["post"]
+    assert set(operation["responses"]) == {"204", "400", "401", "404", "413"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["state"]["enum"] == [
+        "reading", "paused"]
+    huge = httpx.post(f"{base}/v1/reader/cmpl-x", content=b"{" + b" " * (5 << 20) + b"}",
+                      headers={"content-type": "application/json"}, timeout=10)
+    assert huge.status_code == 413
