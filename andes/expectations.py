@@ -13,13 +13,15 @@ Pure: no I/O, no clock, and nothing else from ``andes``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
-    "DEFAULT_SERVICE_CLASS", "DEFAULT_SERVICE_CLASSES", "ExpectationRules", "MAX_TDS", "MAX_TTFT_S",
+    "DEFAULT_SERVICE_CLASS", "DEFAULT_SERVICE_CLASSES", "ExpectationRules", "ExpectationUpdate", "MAX_TDS",
+    "MAX_TTFT_S",
     "ServiceClass", "default_ttft", "estimate_prompt_tokens", "resolve_expectations",
     "validate_expectations",
 ]
@@ -37,6 +39,29 @@ def validate_expectations(ttft: Any, tds: Any) -> None:
         raise ValueError(f"ttft: must be a finite number of seconds in (0, {MAX_TTFT_S:g}] (got {ttft!r})")
     if isinstance(tds, bool) or not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
         raise ValueError(f"tds: must be a finite tokens/s rate in (0, {MAX_TDS:g}] (got {tds!r})")
+
+
+@dataclass(frozen=True)
+class ExpectationUpdate:
+    """The reader's state changed mid-answer (docs/design.md, Client buffer): from ``time`` on it
+    reads at ``tds`` (``None``: its pace so far) or, ``paused``, not at all.
+
+    ``time`` is on the engine's clock (``None``: when the engine applies it). Raises
+    ``ValueError`` naming the field for a value no reader could have.
+    """
+
+    tds: float | None = None
+    paused: bool = False
+    time: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tds is not None:
+            validate_expectations(1.0, self.tds)
+        if not isinstance(self.paused, bool):
+            raise ValueError(f"paused: must be true or false (got {self.paused!r})")
+        if self.time is not None and (isinstance(self.time, bool) or not isinstance(self.time, (int, float))
+                                      or not math.isfinite(self.time)):
+            raise ValueError(f"time: must be a finite number of seconds (got {self.time!r})")
 
 
 def default_ttft(prompt_tokens: int) -> float:

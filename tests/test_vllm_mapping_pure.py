@@ -187,3 +187,18 @@ def test_imports_with_vllm_and_torch_blocked(monkeypatch, module):
     fresh = importlib.import_module(module)
     assert fresh is not loaded and fresh.__all__ == loaded.__all__  # executed again, under the blocker
     assert not [name for name in sys.modules if name.split(".")[0] in BLOCKED]
+
+
+def test_a_reader_change_reaches_the_view_as_in_the_simulator():
+    a = PlainRequest(num_prompt_tokens=10, arrival_time=100.0, num_output_tokens=6)
+    b = PlainRequest(num_prompt_tokens=10, arrival_time=100.0, num_output_tokens=6)
+    tracks = [track_of(a), track_of(b)]
+    for track in tracks:
+        track.on_tokens(6, 100.5)  # six tokens at once: read from 100.5 s at 4.8 tokens/s
+    before = build_view([a, b], tracks, 2, 16)
+    assert before.num_digest_tokens is before.num_output_tokens  # no reader changed: no segments
+    assert tracks[0].change_reader(101.0, None, True)  # paused after reading 3 of them
+    view = build_view([a, b], tracks, 2, 16)
+    assert view.num_output_tokens.tolist() == [6, 6]  # the context is unchanged
+    assert view.num_digest_tokens.tolist() == [3, 6]  # the paused segment holds the 3 unread
+    assert view.ttft[0] > 1e5 and view.ttft[1] == tracks[1].ttft

@@ -35,6 +35,8 @@ class StreamEvent:
     error: str | None = None
     is_done: bool = False
     """``data: [DONE]``: nothing follows."""
+    stream_id: str | None = None
+    """The chunk's ``id``: what ``POST /v1/reader/{id}`` names the request by."""
 
 
 def token_pieces(text: str) -> list[str]:
@@ -61,10 +63,11 @@ def chunk_event(event: Mapping[str, Any]) -> StreamEvent:
         reason = choice.get("finish_reason")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed event ({exc!r})") from None
+    stream_id = event.get("id") if isinstance(event.get("id"), str) else None
     if reason is None:
-        return StreamEvent(text=text or "")
+        return StreamEvent(text=text or "", stream_id=stream_id)
     return StreamEvent(text=text or "", finish_reason=reason, report=event.get("andes"),
-                       usage=event.get("usage"))
+                       usage=event.get("usage"), stream_id=stream_id)
 
 
 def parse_data(data: str) -> StreamEvent:

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from andes.client.events import token_pieces
-from andes.qoe import DigestState
+from andes.qoe import DigestState, change_reader
 
 __all__ = ["ClientSummary", "ReleaseSchedule", "Token"]
 
@@ -57,16 +57,32 @@ class ReleaseSchedule:
         self._received = DigestState(ttft, tds)  # every token that arrived
         self._shown = DigestState(ttft, tds)  # the tokens released so far
         self._pending: deque[Token] = deque()
+        self._num_received = 0
+        self.paused = False
+        """The reader paused (``set_reader``): nothing is released until it reads again."""
 
     def receive(self, text: str, t: float) -> list[Token]:
         """A chunk's text arrived at ``t``: its tokens, each with its release time."""
         out = []
         for piece in token_pieces(text):
-            index = self._received.num_tokens
             self._received.add_token(t)
-            out.append(Token(index, piece, t, self._received.last_digest))
+            release = math.inf if self.paused else self._received.last_digest
+            out.append(Token(self._num_received, piece, t, release))
+            self._num_received += 1
         self._pending.extend(out)
         return out
+
+    def set_reader(self, now: float, tds: float | None = None, paused: bool = False) -> None:
+        """The reader paused, resumed or changed pace at ``now``: the server's rule
+        (``andes.qoe.reader``), so both sides score it alike. Tokens still held are released
+        from ``now`` at the new pace, or not at all while paused."""
+        for state in (self._received, self._shown):
+            change_reader(state, now, tds, paused)
+        self.tds, self.paused = self._received.tds, paused
+        step = 1.0 / self.tds
+        self._pending = deque(
+            Token(tok.index, tok.text, tok.arrival, math.inf if paused else now + i * step)
+            for i, tok in enumerate(self._pending))
 
     @property
     def num_pending(self) -> int:
@@ -74,7 +90,7 @@ class ReleaseSchedule:
         return len(self._pending)
 
     def next_release(self) -> float | None:
-        """When the next pending token is due (None if the buffer is empty)."""
+        """When the next pending token is due (None if the buffer is empty; inf while paused)."""
         return self._pending[0].release if self._pending else None
 
     def pop(self) -> Token:
@@ -101,12 +117,12 @@ class ReleaseSchedule:
     def summary(self) -> ClientSummary:
         """Figures of every token received, as if the reader has seen them all."""
         r = self._received
-        span = r.last_digest - (r.first_token_time if r.num_tokens else math.nan)
+        span = r.last_digest - (r.first_token_time if self._num_received else math.nan)
         return ClientSummary(
-            num_tokens=r.num_tokens,
+            num_tokens=self._num_received,
             ttft=r.first_token_time,
-            received_tds=_rate(r.num_tokens, r.last_token_time - r.first_token_time),
-            displayed_tds=_rate(r.num_tokens, span),
+            received_tds=_rate(self._num_received, r.last_token_time - r.first_token_time),
+            displayed_tds=_rate(self._num_received, span),
             qoe=r.qoe(),
         )
 

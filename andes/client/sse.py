@@ -19,7 +19,7 @@ from andes.client.events import StreamEvent, sse_events
 from andes.client.stream import Clock, PacedStream, Sleep
 from andes.expectations import DEFAULT_SERVICE_CLASSES, estimate_prompt_tokens, resolve_expectations
 
-__all__ = ["expectations", "http_events", "paced_chat", "paced_request"]
+__all__ = ["expectations", "http_events", "paced_chat", "paced_request", "send_reader_state"]
 
 
 def expectations(prompt: str, service_class: str = "text", ttft: float | None = None,
@@ -50,6 +50,17 @@ def _http_error(status: int, raw: bytes) -> str:
     except (ValueError, KeyError, TypeError):
         message = raw.decode(errors="replace")[:200]
     return f"HTTP {status}: {message}"
+
+
+async def send_reader_state(client: httpx.AsyncClient, base_url: str, stream_id: str, *,
+                            paused: bool = False, tds: float | None = None) -> int:
+    """Tell the server this stream's reader paused, resumed or changed pace
+    (``POST /v1/reader/{id}``); returns the HTTP status (204: the engine took it)."""
+    body: dict[str, Any] = {"state": "paused" if paused else "reading"}
+    if tds is not None:
+        body["tds"] = tds
+    response = await client.post(f"{base_url.rstrip('/')}/v1/reader/{stream_id}", json=body)
+    return response.status_code
 
 
 def paced_request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any], *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -50,6 +51,8 @@ class PacedStream:
         self.error: str | None = None
         self.is_received = False
         """The source has ended (normally or not): no more tokens will arrive."""
+        self.stream_id: str | None = None
+        """The server's id of this stream (its chunks' ``id``), once the first chunk came."""
 
     def now(self) -> float:
         """Seconds since the request was sent."""
@@ -58,6 +61,13 @@ class PacedStream:
     def live_qoe(self) -> float:
         """QoE of what the reader has been shown so far (1 before the stream starts)."""
         return 1.0 if self.start is None else self.schedule.live_qoe(self.now())
+
+    def set_reader(self, tds: float | None = None, paused: bool = False) -> None:
+        """The reader paused, resumed or changed pace now (``ReleaseSchedule.set_reader``).
+
+        Local pacing only; tell the server with ``andes.client.sse.send_reader_state``."""
+        self.schedule.set_reader(self.now(), tds, paused)
+        self._changed.set()
 
     def summary(self) -> ClientSummary:
         """The client's figures: TTFT, received and displayed pace, QoE (``andes.qoe``)."""
@@ -73,13 +83,13 @@ class PacedStream:
             self._reader = asyncio.ensure_future(self._read())
         while True:
             due = self.schedule.next_release()
-            if due is not None:
+            if due is not None and due != math.inf:
                 wait = due - self.now()
                 if wait > 0:
                     await self._sleep(wait)
                     continue  # time has moved: check again
                 return self.schedule.pop()
-            if self.is_received:
+            if self.is_received and due is None:
                 await self._reader  # surfaces nothing: _read catches, but do not leak the task
                 raise StopAsyncIteration
             self._changed.clear()
@@ -105,6 +115,8 @@ class PacedStream:
         if event.error is not None:
             self.error = event.error
             return False
+        if self.stream_id is None and event.stream_id is not None:
+            self.stream_id = event.stream_id
         if event.text:
             self.schedule.receive(event.text, self.now())
         if event.finish_reason is not None:

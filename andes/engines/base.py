@@ -4,7 +4,8 @@
 ``finish_reason`` (``stop``, ``length``, ``abort`` or ``error``), so a consumer never hangs on a
 stream that silently ended. ``abort`` ends a stream early and frees its memory. ``stats`` is a
 cheap snapshot for metrics, ``routing_report`` the router's view, ``set_policy`` switches the
-policy between steps and ``shutdown`` ends every stream. The replica, the benchmarks and the
+policy between steps, ``update_expectations`` tells it that a request's reader changed pace
+or paused, and ``shutdown`` ends every stream. The replica, the benchmarks and the
 tests depend on this interface, never on a particular engine.
 """
 
@@ -17,10 +18,10 @@ if TYPE_CHECKING:  # annotations only: andes.config imports this module
     from andes.config import PolicyConfig
     from andes.routing import ReplicaStats
 
-from andes.expectations import validate_expectations  # re-exported: its home is andes.expectations
+from andes.expectations import ExpectationUpdate, validate_expectations  # re-exported from there
 
-__all__ = ["Engine", "EngineRequest", "EngineStats", "EngineTelemetry", "FinishReason", "MAX_POLICY_TIMES",
-           "Refusal", "TokenEvent", "validate_expectations"]
+__all__ = ["Engine", "EngineRequest", "EngineStats", "EngineTelemetry", "ExpectationUpdate", "FinishReason",
+           "MAX_POLICY_TIMES", "Refusal", "TokenEvent", "validate_expectations"]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
 Refusal = Literal["invalid", "overloaded"]
@@ -146,6 +147,12 @@ class Engine(Protocol):
         """Switch to ``policy`` between two steps; open requests keep their state.
 
         Raises when the engine cannot switch (the caller keeps its old config).
+        """
+        ...
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate) -> bool:
+        """``request_id``'s reader changed pace or paused (``andes.qoe.reader``); the policy sees
+        its new expectations at its next step. False when the engine does not hold the request.
         """
         ...
 

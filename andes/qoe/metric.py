@@ -174,6 +174,12 @@ class DigestState:
     delay_area: float = 0.0
     first_token_time: float = math.nan
     last_token_time: float = math.nan
+    # A reader that changed pace (``andes.qoe.reader.change_reader``) is scored in segments: the
+    # fields above then describe the current segment only, and these hold the closed ones.
+    num_before: int = 0  # tokens of closed segments
+    base_delay: float = 0.0  # their S_delay
+    base_whole: float = 0.0  # their S_whole
+    paused: bool = False  # the current segment is a pause: its reader expects nothing
 
     def add_token(self, t: float) -> None:
         """Record token ``num_tokens`` delivered at ``t`` seconds after arrival."""
@@ -182,13 +188,21 @@ class DigestState:
         expected = self.ttft + self.num_tokens * step
         self.delay_area += max(0.0, c - expected)
         self.last_digest = c
-        if self.num_tokens == 0:
+        if math.isnan(self.first_token_time):
             self.first_token_time = t
         self.last_token_time = t
         self.num_tokens += 1
 
+    @property
+    def has_segments(self) -> bool:
+        """Whether the reader ever changed pace (else the plain, one-segment formulas apply)."""
+        return bool(self.num_before or self.base_whole or self.base_delay or self.paused)
+
     def qoe(self) -> float:
         """Final QoE (as ``qoe``) of the tokens recorded so far."""
+        if self.has_segments:
+            return float(qoe_from_state(self.num_tokens, self.last_digest, self.delay_area, self.ttft, self.tds,
+                                        base=(self.num_before, self.base_delay, self.base_whole)))
         return float(qoe_from_state(self.num_tokens, self.last_digest, self.delay_area, self.ttft, self.tds))
 
     def live_qoe(self, now: float) -> float:
@@ -204,6 +218,7 @@ class DigestState:
                 first_arrival=np.array([now]),
                 spacing=np.array([0.0]),
                 t_eval=now,
+                base=(self.num_before, self.base_delay, self.base_whole) if self.has_segments else None,
             )[0]
         )
 
@@ -240,14 +255,20 @@ def _extend(n, c_last, s_delay, t0, tds, k, a0, spacing):
     return n + k, new_last, s_delay + added
 
 
-def qoe_from_state(num_tokens, last_digest, delay_area, ttft, tds) -> np.ndarray | float:
+def qoe_from_state(num_tokens, last_digest, delay_area, ttft, tds, *, base=None) -> np.ndarray | float:
     """Final QoE (as ``qoe``) from digest state alone, for one request or many.
 
     What engines keep per request (``DigestState``'s fields) is enough: ``S_delay`` is stored
     and ``S_whole`` is a closed form of the last digest time. No token at all scores 0.
+    ``base``: ``(num_before, base_delay, base_whole)`` of a reader that changed pace, whose
+    closed segments add to both sums (``DigestState``).
     """
     n = np.asarray(num_tokens, dtype=np.float64)
     s_whole = expected_area(last_digest, n, ttft, tds)
+    if base is not None:
+        num_before, base_delay, base_whole = (np.asarray(x, dtype=np.float64) for x in base)
+        q = np.where(n + num_before > 0, _ratio_to_qoe(base_delay + delay_area, base_whole + s_whole), 0.0)
+        return q if q.ndim else float(q)
     q = np.where(n > 0, _ratio_to_qoe(delay_area, s_whole), 0.0)
     return q if q.ndim else float(q)
 
@@ -281,6 +302,7 @@ def project_qoe(
     spacing: np.ndarray | float,
     t_eval: float | np.ndarray,
     is_finished: np.ndarray | None = None,
+    base: tuple | None = None,
 ) -> np.ndarray:
     """Live QoE at ``t_eval`` of many requests if each receives ``num_new`` more tokens.
 
@@ -312,6 +334,10 @@ def project_qoe(
     n_end = new_n + waiting
     delay_end = new_delay + waiting * np.maximum(t_eval - (t0 + new_n * step), 0.0)
     s_whole = expected_area(c_end, n_end, t0, tds)
+    if base is not None:  # closed segments of a reader that changed pace (``qoe_from_state``)
+        num_before, base_delay, base_whole = (np.asarray(x, dtype=np.float64) for x in base)
+        q = np.asarray(_ratio_to_qoe(base_delay + delay_end, base_whole + s_whole), dtype=np.float64)
+        return np.where(n_end + num_before > 0, q, 1.0)
     q = np.asarray(_ratio_to_qoe(delay_end, s_whole), dtype=np.float64)
     # Nothing delivered and nothing overdue yet: the reader has lost nothing.
     return np.where(n_end > 0, q, 1.0)

@@ -274,7 +274,7 @@ class AndesPolicy:
         # Left out, the same tokens come one horizon later: the gain is what that delay costs
         # the reader, judged on the same tokens (comparing against "no tokens at all" would
         # charge a stalled reader for one late token only, so serving could look worse).
-        state = (view.num_output_tokens, view.last_digest, view.delay_area, view.ttft, view.tds)
+        state = (view.num_digest_tokens, view.last_digest, view.delay_area, view.ttft, view.tds)
         firsts = np.stack([first, first + dt])  # (now, one horizon later) x sizes x requests
         q_serve, q_wait = final_qoe_with(*state, num_new=k, first_arrival=firsts, spacing=lat)
         gain = self._objective_gain(q_serve, q_wait)

@@ -45,10 +45,15 @@ class SchedulerView:
     # Context tokens whose KV is still to be (re)computed before the next token: 0 for a
     # decoding request, the rest of the prompt for one mid-prefill. None means all 0.
     num_uncomputed: np.ndarray | None = None
+    # Tokens the digest state counts: those of the reader's current segment when it changed
+    # pace (``andes.qoe.reader``), else every output token. None means num_output_tokens.
+    num_digest_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.num_uncomputed is None:
             self.num_uncomputed = np.zeros(self.is_running.shape[0], dtype=np.int64)
+        if self.num_digest_tokens is None:
+            self.num_digest_tokens = self.num_output_tokens
 
     def __len__(self) -> int:
         return int(self.is_running.shape[0])

@@ -73,7 +73,7 @@ class RoundRobinPolicy:
 
 def live_qoe_of(view: SchedulerView, now: float) -> np.ndarray:
     """Every candidate's live QoE at ``now`` (no further tokens assumed)."""
-    n = view.num_output_tokens
+    n = view.num_digest_tokens
     return project_qoe(
         n,
         view.last_digest,

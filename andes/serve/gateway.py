@@ -3,8 +3,9 @@
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream`` true: server-sent
 events in OpenAI's chunk format; false: one JSON response), ``GET /v1/models``, ``GET /health``
 (liveness: the gateway answers), ``GET /ready`` (readiness: an engine replica answers within
-``ready_timeout_s``; 503 with ``Retry-After`` otherwise), and the browser page at ``GET /``
-(``andes.serve.page``).
+``ready_timeout_s``; 503 with ``Retry-After`` otherwise), the browser page at ``GET /``
+(``andes.serve.page``), and ``POST /v1/reader/{id}`` for a client whose reader paused or
+changed pace (``andes.serve.reader``).
 Every stream ends with either a final chunk (finish reason, usage and the ``andes`` QoE report)
 or an error event, then ``data: [DONE]``. QoE is measured here from the times tokens are sent,
 relative to the request's arrival at the gateway (``protocol.DeliveryMeter``). A client that
@@ -31,6 +32,7 @@ from andes.serve.auth import Access
 from andes.serve.gateway_metrics import GatewayMetrics
 from andes.serve.metrics import null_factory, ray_factory
 from andes.serve.protocol import Job
+from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.readiness import not_ready
 from andes.serve.streaming import models_body, respond
 
@@ -39,6 +41,10 @@ __all__ = ["Gateway", "api"]
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 errors.install(api)
 api.include_router(page.router)  # the browser page at /
+
+READER_ATTEMPTS = 8
+"""Replicas a reader update tries before answering 404 (the router orders them, the replica
+that got the request first; see ``andes.serve.router``)."""
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -49,6 +55,7 @@ class Gateway:
     def __init__(self, engine: DeploymentHandle, config: dict[str, Any] | None = None) -> None:
         self.config = load_config(GatewayConfig, config, where="gateway")
         self.engine = engine.options(stream=True)
+        self._replicas = engine
         self.metrics = GatewayMetrics(ray_factory if self.config.metrics.enabled else null_factory)
         self.probe = engine.options(stream=False)
         self.access = Access.from_config(self.config.auth)
@@ -89,6 +96,18 @@ class Gateway:
     async def chat_completions(self, request: Request) -> Response:
         """OpenAI chat completions."""
         return await respond("chat", request, self.config, self._call, self.access, self.metrics)
+
+    @api.post(READER_PATH, status_code=204)
+    async def reader(self, stream_id: str, request: Request) -> Response:
+        """The client's reader paused, resumed or changed pace."""
+        return await reader_response(stream_id, request, self._update, access=self.access,
+                                     max_body_bytes=self.config.max_body_bytes)
+
+    async def _update(self, request_id: str, update) -> bool:
+        for attempt in range(READER_ATTEMPTS):
+            if await self._replicas.update_expectations.remote(request_id, update, attempt):
+                return True
+        return False
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.

@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from andes.config import ConfigError, ReplicaConfig, load_config
 from andes.engines import build_engine
-from andes.engines.base import Engine, EngineRequest, TokenEvent
+from andes.engines.base import Engine, EngineRequest, ExpectationUpdate, TokenEvent
 from andes.expectations import estimate_prompt_tokens
 from andes.serve.admission import Admission, decide
 
@@ -171,6 +171,10 @@ class EngineHost:
                 self.num_finished["cancelled"] += 1
                 pump.cancel()
                 await engine.abort(request.request_id)
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate) -> bool:
+        """A reader changed pace or paused; False when this host's engine does not hold it."""
+        return await self.engine.update_expectations(request_id, update)
 
     async def _pump(self, stream: AsyncIterator[TokenEvent], ready: asyncio.Queue,
                     request_id: str) -> None:

@@ -19,6 +19,7 @@ from andes.serve import errors, openapi, page
 from andes.serve.auth import Access
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
+from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.streaming import models_body, respond
 
 __all__ = ["make_local_app"]
@@ -65,6 +66,11 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await respond("chat", request, gateway, call, access)
+
+    @app.post(READER_PATH, status_code=204)
+    async def reader(stream_id: str, request: Request) -> Response:
+        return await reader_response(stream_id, request, host.update_expectations, access=access,
+                                     max_body_bytes=gateway.max_body_bytes)
 
     openapi.install(app, gateway)
     return app

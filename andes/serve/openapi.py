@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from andes.config import GatewayConfig
 from andes.serve.protocol import ChatBody, CompletionBody
+from andes.serve.reader import READER_BODY, READER_PATH
 
 __all__ = ["install", "schema"]
 
@@ -84,7 +85,20 @@ def schema(app: FastAPI, config: GatewayConfig) -> dict[str, Any]:
         operation["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": _REF.format(model=model.__name__)}}}}
         operation["responses"] = _responses()
+    _reader_route(doc)
     return doc
+
+
+def _reader_route(doc: dict[str, Any]) -> None:
+    """``POST /v1/reader/{id}`` (``andes.serve.reader``): its body and its answers."""
+    operation = doc.get("paths", {}).get(READER_PATH, {}).get("post")
+    if operation is None:
+        return
+    operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": READER_BODY}}}
+    operation["responses"] = {"204": {"description": "the engine holding the request took the update"}}
+    for status, text in (("400", _ERRORS["400"]), ("401", _ERRORS["401"]),
+                         ("404", "no engine holds the request (unknown or finished)"), ("413", _ERRORS["413"])):
+        operation["responses"][status] = {"description": text, "content": {"application/json": {"schema": _ERROR}}}
 
 
 def install(app: FastAPI, config: GatewayConfig) -> None:

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
-from andes.engines.base import EngineRequest, TokenEvent
+from andes.engines.base import EngineRequest, ExpectationUpdate, TokenEvent
 from andes.serve.host import EngineHost
 from andes.serve.metrics import ray_factory
 from andes.serve.replica_metrics import ReplicaSampler
@@ -61,6 +61,12 @@ class EngineReplica:
         """Stream ``request`` (the router reads it too); the last event is final."""
         async for event in self.host.generate(request, max_tokens_per_event, announce):
             yield event
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate, attempt: int = 0) -> bool:
+        """A reader changed pace or paused; False when this replica does not hold the request.
+
+        ``attempt`` is for the router only: it picks which replica this call goes to."""
+        return await self.host.update_expectations(request_id, update)
 
     def ready(self) -> bool:
         """Readiness probe of the gateway: answering at all means this replica serves (Serve

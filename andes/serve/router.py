@@ -10,6 +10,13 @@ and asks the pure ``Router`` -- the same code the virtual-time cluster benchmark
 the replica with the most projected QoE headroom. That replica is the first rank; the others
 follow as a second rank, so a replica that refuses (queue full) does not stall the request.
 
+Reader updates (``EngineReplica.update_expectations(request_id, update, attempt)``) must reach
+the replica holding their request. The router remembers where it sent each request's
+``generate`` (the ranked-first replica or, on the fallback, both random ones) and sends attempt
+``i`` to the ``i``-th of those, then of the other replicas in a fixed order; the gateway tries
+attempts until a replica answers that it held the request. So an update also finds a request
+sent by another gateway replica, at the cost of a few calls.
+
 When a report is missing (a replica that just started), unreadable,
 or older than ``stale_after_s``, or when the call carries no expectations (``stats()`` and other
 methods), the choice falls back to power-of-two choices on Serve's own queue-length probes.
@@ -27,12 +34,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
-from andes.engines.base import EngineRequest
+from andes.engines.base import EngineRequest, ExpectationUpdate
 from andes.expectations import estimate_prompt_tokens
 from andes.latency import DEFAULT_PROFILE, load_profile
 from andes.routing import HeadroomConfig, ReplicaStats, Router
@@ -43,6 +51,9 @@ ROUTER_CLASS = "andes.serve.router.QoEHeadroomRequestRouter"
 """The import path ``RequestRouterConfig.request_router_class`` takes."""
 
 logger = logging.getLogger("ray.serve")
+
+_MAX_REMEMBERED = 100_000
+"""Requests whose replicas the router remembers for reader updates (oldest forgotten first)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class QoEHeadroomRequestRouter(RequestRouter):
         self._reports: dict[str, tuple[dict, ReplicaStats | None]] = {}
         self.num_headroom_choices = 0
         self.num_fallback_choices = 0
+        self._sent_to: OrderedDict[str, list[str]] = OrderedDict()  # request id -> replica ids
 
     def _report(self, replica: RunningReplica) -> ReplicaStats | None:
         """The replica's latest report as ``ReplicaStats``, parsed once per report."""
@@ -107,6 +119,31 @@ class QoEHeadroomRequestRouter(RequestRouter):
         if pending_request is not None:
             # Without this Serve retries a full set of replicas in a tight loop, not with backoff.
             pending_request.routing_context.should_backoff = True
+            target = self._reader_target(pending_request.args, candidate_replicas)
+            if target is not None:
+                return [[target]]
+        ranks = self._rank(candidate_replicas, pending_request)
+        if pending_request is not None and routed_request(pending_request.args) is not None:
+            self._remember(pending_request.args[0].request_id, ranks[0])
+        return ranks
+
+    def _remember(self, request_id: str, replicas: list[RunningReplica]) -> None:
+        self._sent_to[request_id] = [r.replica_id.unique_id for r in replicas]
+        self._sent_to.move_to_end(request_id)
+        while len(self._sent_to) > _MAX_REMEMBERED:
+            self._sent_to.popitem(last=False)
+
+    def _reader_target(self, args: Any, candidates: list[RunningReplica]) -> RunningReplica | None:
+        """The replica that attempt ``args[2]`` of a reader update goes to (None: another call)."""
+        if not args or len(args) < 3 or not isinstance(args[1], ExpectationUpdate):
+            return None
+        by_id = {r.replica_id.unique_id: r for r in candidates}
+        first = [rid for rid in self._sent_to.get(str(args[0]), []) if rid in by_id]
+        order = first + sorted(rid for rid in by_id if rid not in first)
+        return by_id[order[int(args[2]) % len(order)]]
+
+    def _rank(self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None
+              ) -> list[list[RunningReplica]]:
         request = routed_request(pending_request.args) if pending_request is not None else None
         reports = [self._report(r) for r in candidate_replicas]
         now = time.time()

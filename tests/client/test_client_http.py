@@ -177,3 +177,27 @@ def test_speed_takes_a_class_or_a_rate():
     for bad in ("fast", "0", "-3", "5000"):
         with pytest.raises(argparse.ArgumentTypeError):
             speed(bad)
+
+
+def test_the_reader_pausing_and_resuming_reaches_the_server_and_loses_nothing(server):
+    from andes.client.sse import send_reader_state
+
+    async def main():
+        async with httpx.AsyncClient(timeout=30) as client:
+            stream = paced_chat(client, server, [{"role": "user", "content": "hi"}], tds=TDS, max_tokens=30)
+            async with stream:
+                tokens, statuses = [], []
+                async for token in stream:
+                    tokens.append(token)
+                    if len(tokens) == 2:  # the reader hides the tab, then comes back faster
+                        stream.set_reader(paused=True)
+                        statuses.append(await send_reader_state(client, server, stream.stream_id, paused=True))
+                        stream.set_reader(tds=2 * TDS)
+                        statuses.append(await send_reader_state(client, server, stream.stream_id, tds=2 * TDS))
+            late = await send_reader_state(client, server, stream.stream_id, paused=True)
+            return tokens, statuses, late, stream
+
+    tokens, statuses, late, stream = asyncio.run(main())
+    assert stream.stream_id.startswith("chatcmpl-") and statuses == [204, 204] and late == 404
+    assert "".join(t.text for t in tokens) == "".join(make_text(i) for i in range(30))
+    assert stream.error is None and stream.summary().num_tokens == 30

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,26 @@ def test_closing_early_closes_the_source():
     got = consume(vt, stream, stop_after=3)
     assert len(got) == 3 and closed == [pytest.approx(got[-1][0])]
     assert stream.finish_reason is None
+
+
+def test_a_pause_holds_tokens_until_the_reader_resumes_and_loses_none():
+    vt = VirtualTime()
+    timeline = [(0.5, StreamEvent(text="one two three four", stream_id="cmpl-x")), (0.6, FINAL)]
+    stream = PacedStream(server(vt, timeline), T0, R, clock=vt.clock, sleep=vt.sleep)
+
+    async def reader_pauses():
+        await vt.sleep(0.6)
+        stream.set_reader(paused=True)
+        await vt.sleep(10.0)
+        stream.set_reader(tds=2.0)
+
+    async def main():
+        control = asyncio.ensure_future(reader_pauses())
+        got = [(vt.now, token) async for token in stream]
+        await control
+        return got
+
+    got = vt.run(main())
+    assert [tok.text for _, tok in got] == ["one", " two", " three", " four"]
+    assert [t for t, _ in got] == pytest.approx([0.5, 10.6, 11.1, 11.6])  # "two" was due at 0.75
+    assert stream.stream_id == "cmpl-x" and stream.error is None

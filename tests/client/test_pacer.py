@@ -103,3 +103,18 @@ def test_summary_separates_the_received_and_the_shown_pace():
     assert s.received_tds == pytest.approx(50.0) and s.displayed_tds == pytest.approx(R)
     empty = ReleaseSchedule(T0, R).summary()
     assert empty.num_tokens == 0 and empty.qoe == 0.0 and math.isnan(empty.ttft)
+
+
+def test_a_paused_reader_gets_nothing_until_it_resumes_then_everything_at_its_new_pace():
+    schedule = ReleaseSchedule(1.0, 4.0)
+    schedule.receive("a b c d e f", 0.5)  # read from 0.5 s, one every 0.25 s
+    assert [tok.text for tok in schedule.pop_due(0.8)] == ["a", " b"]
+    schedule.set_reader(0.8, paused=True)
+    schedule.receive(" g h", 2.0)  # arrives during the pause: held too
+    assert schedule.pop_due(100.0) == [] and schedule.next_release() == math.inf
+    assert schedule.live_qoe(100.0) == 1.0  # a paused reader loses nothing
+    schedule.set_reader(100.0, tds=10.0)
+    released = schedule.pop_due(101.0)
+    assert [tok.text for tok in released] == [" c", " d", " e", " f", " g", " h"]
+    assert [tok.release for tok in released] == pytest.approx([100.0 + 0.1 * i for i in range(6)])
+    assert schedule.live_qoe(100.55) == 1.0 and schedule.summary().num_tokens == 8

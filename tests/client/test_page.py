@@ -147,3 +147,23 @@ def test_page_shows_why_a_request_was_rejected(page):
     assert s["numShown"] == 0 and s["error"].startswith("HTTP 400: max_tokens")
     assert "max_tokens" in page.text_content(".msg.assistant .error")
     assert page.is_enabled("#send")
+
+
+def test_pausing_holds_the_answer_and_tells_the_server_resuming_faster_shows_the_rest(page):
+    ask(page, "Tell me a long story", tds="4", max_tokens="400")
+    page.wait_for_function("() => { const s = window.andesChat.snapshot(); return s && s.numShown >= 2; }")
+    page.click("#pause")
+    held = snapshot(page)
+    page.wait_for_timeout(1000)  # four tokens' worth of reading at 4 tokens/s
+    still = snapshot(page)
+    assert held["paused"] and still["numShown"] == held["numShown"] and not still["isDone"]
+    assert any(f"/v1/reader/{held['streamId']}" in url for url in page.requested)
+    assert held["streamId"].startswith("chatcmpl-")
+    page.fill("#custom-tds", "200")  # resume, much faster: the new pace applies to this answer
+    page.dispatch_event("#custom-tds", "change")
+    page.click("#pause")
+    page.wait_for_function("() => window.andesChat.snapshot().isDone", timeout=60_000)
+    done = snapshot(page)
+    assert not done["paused"] and done["error"] is None and done["numShown"] == 400
+    assert done["text"] == "".join(make_text(i) for i in range(400))
+    assert done["tds"] == 200 and 0.0 <= float(done["qoeText"]) <= 1.0

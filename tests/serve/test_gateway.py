@@ -192,6 +192,22 @@ def test_reconfigure_switches_policy_without_restarting_the_engine(server, clien
     assert out.choices[0].text == expected_text(2)
 
 
+def test_reader_updates_reach_the_replica_holding_the_request(server):
+    body = {"prompt": "a long answer please", "max_tokens": 200, "stream": True, "tds": 5.0}
+    with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        first = next(json.loads(line[6:]) for line in lines if line.startswith("data: {"))
+        url = f"{server.base_url}/v1/reader/{first['id']}"
+        paused = httpx.post(url, json={"state": "paused"}, timeout=30)
+        bad = httpx.post(url, json={"state": "paused", "tds": -2}, timeout=30)
+        resumed = httpx.post(url, json={"state": "reading", "tds": 50}, timeout=30)
+        text = first["choices"][0]["text"] + "".join(
+            json.loads(line[6:])["choices"][0]["text"] for line in lines if line.startswith("data: {"))
+    assert (paused.status_code, resumed.status_code) == (204, 204)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tds"
+    assert text == expected_text(200)
+    unknown = httpx.post(f"{server.base_url}/v1/reader/cmpl-nobody", json={"state": "paused"}, timeout=30)
+    assert unknown.status_code == 404
 def test_readiness_contract_errors_and_schema_through_serve(server):
     base = server.base_url
     deadline = time.monotonic() + 30  # the first probe may land while the handle starts up

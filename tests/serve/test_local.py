@@ -67,3 +67,38 @@ def test_disconnect_aborts_the_engine_request(server):
         next(line for line in lines if line.startswith("data: {"))
         assert eventually(lambda: host.num_open() == 1), host.stats()
     assert eventually(lambda: host.num_open() == 0), host.stats()
+
+
+def test_reader_updates_reach_the_engine_while_the_stream_is_open(server):
+    base, host = server
+    body = {"prompt": "hi", "max_tokens": 40, "stream": True, "tds": 5.0}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        first = next(json.loads(line[6:]) for line in lines if line.startswith("data: {"))
+        stream_id = first["id"]
+        url = f"{base}/v1/reader/{stream_id}"
+        paused = httpx.post(url, json={"state": "paused"}, timeout=10)
+        bad = httpx.post(url, json={"state": "reading", "tds": 0}, timeout=10)
+        odd = httpx.post(url, json={"state": "asleep"}, timeout=10)
+        faster = httpx.post(url, json={"state": "reading", "tds": 12.5}, timeout=10)
+        text = first["choices"][0]["text"] + "".join(
+            json.loads(line[6:])["choices"][0]["text"] for line in lines if line.startswith("data: {"))
+    assert (paused.status_code, faster.status_code) == (204, 204)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tds"
+    assert odd.status_code == 400 and odd.json()["error"]["param"] == "state"
+    assert text == "".join(make_text(i) for i in range(40))  # paused and resumed without loss
+    gone = httpx.post(f"{base}/v1/reader/{stream_id}", json={"state": "paused"}, timeout=10)
+    unknown = httpx.post(f"{base}/v1/reader/cmpl-nobody", json={"state": "paused"}, timeout=10)
+    assert gone.status_code == 404 and unknown.status_code == 404
+
+
+def test_the_reader_route_is_described_in_openapi_and_bounds_its_body(server):
+    base, _ = server
+    doc = httpx.get(f"{base}/openapi.json", timeout=10).json()
+    operation = doc["paths"]["/v1/reader/{stream_id}"]["post"]
+    assert set(operation["responses"]) == {"204", "400", "401", "404", "413"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["state"]["enum"] == [
+        "reading", "paused"]
+    huge = httpx.post(f"{base}/v1/reader/cmpl-x", content=b"{" + b" " * (5 << 20) + b"}",
+                      headers={"content-type": "application/json"}, timeout=10)
+    assert huge.status_code == 413

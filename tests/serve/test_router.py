@@ -116,3 +116,17 @@ def test_a_report_is_parsed_once_until_the_replica_sends_a_new_one():
 def test_routing_fields_are_read_from_the_generate_call(args, expected):
     got = routed_request(list(args))
     assert (None if got is None else (got.prompt_tokens, got.ttft, got.tds)) == expected
+
+
+def test_reader_updates_try_the_replica_that_got_the_request_first_then_every_other():
+    from andes.engines.base import ExpectationUpdate
+
+    router = make_router()
+    replicas = [candidate(f"r{i}", num_running=10 * (i + 1)) for i in range(3)]
+    sent = names(choose(router, replicas, pending((NEW,))))[0]
+    update = ExpectationUpdate(paused=True)
+    tries = [names(choose(router, replicas, pending((NEW.request_id, update, i))))[0] for i in range(4)]
+    assert tries[0] == sent and sorted(t[0] for t in tries[:3]) == ["r0", "r1", "r2"]
+    assert tries[3] == tries[0]  # attempts past the last replica wrap around
+    unknown = [names(choose(router, replicas, pending(("nobody", update, i))))[0][0] for i in range(3)]
+    assert unknown == ["r0", "r1", "r2"]  # a request sent by another gateway: every replica in turn

@@ -296,6 +296,25 @@ def test_andes_beats_fcfs_on_mean_qoe_under_an_overload_burst(engine, loop):
     assert andes.mean() > fcfs.mean() - 0.02, (fcfs, andes)  # and the patient ones pay little for it
 
 
+def test_a_reader_update_reaches_the_scheduler_and_ends_with_the_request(engine, loop):
+    from andes.engines.base import ExpectationUpdate
+
+    async def scenario():
+        stream = engine.submit(request("reader-1", max_tokens=300, ttft=1.0, tds=5.0))
+        await stream.__anext__()
+        faster = await engine.update_expectations("reader-1", ExpectationUpdate(tds=17.0))
+        paused = await engine.update_expectations("reader-1", ExpectationUpdate(paused=True))
+        report = await engine.scheduler_stats(include_requests=True)
+        unknown = await engine.update_expectations("nobody", ExpectationUpdate(paused=True))
+        await stream.aclose()
+        await wait_until_idle(engine)  # the abort ends the stream once vLLM has dropped it
+        gone = await engine.update_expectations("reader-1", ExpectationUpdate(tds=3.0))
+        return faster, paused, unknown, gone, report
+
+    faster, paused, unknown, gone, report = loop.run(scenario())
+    assert faster and paused and not unknown and not gone
+    (track,) = [r for rid, r in report["andes"]["requests"].items() if rid.startswith("reader-1-")]
+    assert track["tds"] == 17.0 and track["ttft"] > 1e5  # paused: nothing expected for now
 def test_openai_sampling_fields_reach_vllm_and_usage_counts_tokenizer_tokens(engine, loop):
     prompt = "the reader reads one word at a time"
     greedy = loop.run(collect(engine, request("greedy", max_tokens=24, prompt=prompt)))

@@ -22,15 +22,17 @@ import numpy as np
 from andes.engines.sim.kv import BlockPool
 from andes.latency import LatencyModel
 from andes.latency_refit import OnlineRefit
-from andes.qoe import RequestOutcome, qoe_from_state
+from andes.qoe import DigestState, RequestOutcome, change_reader, qoe_from_state
 from andes.scheduler.base import Budget, Policy, SchedulerView
 
 __all__ = ["SimCore", "StepResult", "simulate"]
 
 # Request states (0: a slot not yet used).
 WAITING, RUNNING, SWAPPED, DONE = 1, 2, 3, 4
-_FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change")
-_FIELDS_I = ("prompt", "target", "num_generated", "num_computed", "num_preemptions", "seg_start", "state")
+_FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change", "base_delay", "base_whole")
+# read_offset: tokens of a reader's closed segments (andes.qoe.reader); paused: 1 while paused.
+_FIELDS_I = ("prompt", "target", "num_generated", "num_computed", "num_preemptions", "seg_start", "state",
+             "read_offset", "paused")
 
 
 @dataclass
@@ -80,6 +82,7 @@ class SimCore:
         self.step_ends: list[float] = []
         self.counters = _Counters()
         self.status: dict[int, str] = {}
+        self.has_segments = False  # some reader changed pace: score with andes.qoe.reader's base
         # When set (the served engine's metrics), the wall time of each policy call is appended;
         # it is only measured, never used by the simulation.
         self.policy_times: deque[float] | None = None
@@ -109,6 +112,7 @@ class SimCore:
         self.prompt[slot] = prompt_tokens
         self.target[slot] = int(max(1, min(output_tokens, max_len - prompt_tokens)))
         self.last_digest[slot], self.delay_area[slot], self.last_change[slot] = -math.inf, 0.0, arrival
+        self.base_delay[slot] = self.base_whole[slot] = 0.0
         self.state[slot] = WAITING
         self.seg_start[slot] = -1
         self.waiting = np.append(self.waiting, slot)
@@ -142,6 +146,26 @@ class SimCore:
             return
         self._close_segment(np.array([slot]))
         self._retire(np.array([slot]), status)
+
+    def change_reader(self, slot: int, now: float, tds: float | None = None, paused: bool = False) -> bool:
+        """The reader of ``slot`` changed pace or paused at ``now`` (engine clock); the policy
+        sees its new expectations at the next step. False for a finished slot or no change."""
+        if self.state[slot] == DONE:
+            return False
+        n = int(self.num_generated[slot])
+        before = int(self.read_offset[slot])
+        digest = DigestState(float(self.ttft[slot]), float(self.tds[slot]), n - before, float(self.last_digest[slot]),
+                             float(self.delay_area[slot]), first_token_time=0.0 if n else math.nan,
+                             num_before=before, base_delay=float(self.base_delay[slot]),
+                             base_whole=float(self.base_whole[slot]), paused=bool(self.paused[slot]))
+        if not change_reader(digest, now - float(self.arrival[slot]), tds, paused):
+            return False
+        self.has_segments = True
+        self.ttft[slot], self.tds[slot] = digest.ttft, digest.tds
+        self.last_digest[slot], self.delay_area[slot] = digest.last_digest, digest.delay_area
+        self.base_delay[slot], self.base_whole[slot] = digest.base_delay, digest.base_whole
+        self.read_offset[slot], self.paused[slot] = digest.num_before, int(digest.paused)
+        return True
 
     @property
     def has_work(self) -> bool:
@@ -209,6 +233,7 @@ class SimCore:
             last_change=self.last_change[cand],
             remaining_tokens=remaining,
             num_uncomputed=np.where(self.state[cand] == RUNNING, ctx - self.num_computed[cand], 0),
+            num_digest_tokens=self.num_generated[cand] - self.read_offset[cand] if self.has_segments else None,
         )
 
     def _preempt(self, victims: np.ndarray, swap: np.ndarray, now: float) -> float:
@@ -294,7 +319,9 @@ class SimCore:
         period = 1.0 / self.tds[emitted]
         # last_digest is -inf before the first token, so the max picks the arrival time then.
         c = np.maximum(t - self.arrival[emitted], self.last_digest[emitted] + period)
-        self.delay_area[emitted] += np.maximum(c - (self.ttft[emitted] + n * period), 0.0)
+        # The expectation counts tokens from the start of the reader's current segment.
+        k = n - self.read_offset[emitted] if self.has_segments else n
+        self.delay_area[emitted] += np.maximum(c - (self.ttft[emitted] + k * period), 0.0)
         self.last_digest[emitted] = c
         self.num_generated[emitted] = n + 1
         # The new token joins the context; its KV is written by the next decode step, whose
@@ -346,6 +373,11 @@ class SimCore:
 
     def qoe_of(self, slots: np.ndarray) -> np.ndarray:
         """Final QoE from the incremental digest state (no token times needed)."""
+        if self.has_segments:
+            before = self.read_offset[slots]
+            return np.asarray(qoe_from_state(self.num_generated[slots] - before, self.last_digest[slots],
+                                             self.delay_area[slots], self.ttft[slots], self.tds[slots],
+                                             base=(before, self.base_delay[slots], self.base_whole[slots])))
         return np.asarray(qoe_from_state(self.num_generated[slots], self.last_digest[slots],
                                          self.delay_area[slots], self.ttft[slots], self.tds[slots]))
 

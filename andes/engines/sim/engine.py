@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Hashable
 
 import numpy as np
 
-from andes.engines.base import MAX_POLICY_TIMES, EngineRequest, EngineStats, EngineTelemetry, TokenEvent
+from andes.engines.base import (MAX_POLICY_TIMES, EngineRequest, EngineStats, EngineTelemetry, ExpectationUpdate,
+                                TokenEvent)
 from andes.engines.sim.core import SWAPPED, WAITING, SimCore
 from andes.engines.sim.stats import from_core
 from andes.latency import LatencyModel
@@ -133,6 +134,15 @@ class SimEngine:
             return
         self.core.abort(stream.slot)
         self._close(stream, "abort", self.clock())
+
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate) -> bool:
+        """Apply a reader's new pace or pause before the next step (False: not held here)."""
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return False
+        now = self.clock() if update.time is None else update.time
+        self.core.change_reader(stream.slot, now, update.tds, update.paused)
+        return True
 
     def stats(self) -> EngineStats:
         """Counters of the core now (cheap: routing reads it often)."""

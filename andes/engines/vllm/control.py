@@ -21,7 +21,7 @@ from vllm.v1.engine.core import EngineCore
 
 __all__ = ["OPS", "VllmScheduler", "control"]
 
-OPS = ("stats", "set_policy", "telemetry")
+OPS = ("stats", "set_policy", "telemetry", "update_expectations")
 
 
 def _stats(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +53,14 @@ def _set_policy(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return {"policy": config.name}
 
 
+def _update_expectations(scheduler: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    from andes.expectations import ExpectationUpdate
+
+    updater = getattr(scheduler, "update_reader", None)
+    if not callable(updater):  # vLLM's own scheduler has no expectations to update
+        return {"held": False}
+    update = ExpectationUpdate(tds=payload.get("tds"), paused=payload.get("paused", False))
+    return {"held": bool(updater(str(payload["request_id"]), update.tds, update.paused))}
 def _telemetry(scheduler: Any) -> dict[str, Any]:
     drain = getattr(scheduler, "drain_policy_times", None)  # vLLM's own scheduler has no policy
     return {"policy_seconds": drain() if callable(drain) else []}
@@ -64,6 +72,8 @@ def control(core: EngineCore, op: str, payload: dict[str, Any]) -> dict[str, Any
         return _stats(core.scheduler, payload)
     if op == "set_policy":
         return _set_policy(core.scheduler, payload)
+    if op == "update_expectations":
+        return _update_expectations(core.scheduler, payload)
     if op == "telemetry":
         return _telemetry(core.scheduler)
     raise ValueError(f"op: unknown andes_control operation {op!r}; choose one of {OPS}")

@@ -32,11 +32,12 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from andes.config import PolicyConfig, VllmSettings
-from andes.engines.base import EngineRequest, EngineStats, EngineTelemetry, FinishReason, TokenEvent
+from andes.engines.base import (EngineRequest, EngineStats, EngineTelemetry, ExpectationUpdate, FinishReason,
+                                TokenEvent)
 from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
                                        start_llm)
 from andes.latency import DEFAULT_PROFILE
-from andes.qoe import DigestState
+from andes.qoe import DigestState, change_reader
 from andes.routing import MAX_ENTRIES, ReplicaStats
 
 __all__ = ["SAMPLING_KEYS", "SCHEDULER_CLASSES", "VllmEngine"]
@@ -205,6 +206,23 @@ class VllmEngine:
         await self._llm.engine_core.call_utility_async("andes_control", "set_policy", policy.model_dump())
         self.policy_name = policy.name
 
+    async def update_expectations(self, request_id: str, update: ExpectationUpdate) -> bool:
+        """A reader's new pace or pause: the adapter's digest state now, the policy's at its
+        next step (the scheduler applies it in the engine process, on its own clock).
+
+        With vLLM's own scheduler only the adapter's QoE figures follow the reader."""
+        stream = self._streams.get(request_id)
+        if stream is None or stream.finished:
+            return False
+        now = self.clock() if update.time is None else update.time
+        change_reader(stream.digest, now - stream.arrival, update.tds, update.paused)
+        if self.settings.scheduler == "andes":
+            self._start_output_handler()
+            await self._llm.engine_core.call_utility_async(
+                "andes_control", "update_expectations",
+                {"request_id": request_id, "tds": update.tds, "paused": update.paused})
+        return True
+
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
         """This engine's ``ReplicaStats`` for the QoE-headroom router.
 
@@ -242,10 +260,11 @@ class VllmEngine:
             num_tokens=column(lambda s: s.digest.num_tokens),
             last_digest=column(lambda s: s.digest.last_digest),
             delay_area=column(lambda s: s.digest.delay_area),
-            context_tokens=column(lambda s: s.num_prompt_tokens + s.digest.num_tokens),
+            context_tokens=column(lambda s: s.num_prompt_tokens + s.digest.num_before + s.digest.num_tokens),
             num_omitted=len(rest),
             omitted_tds_sum=float(sum(s.digest.tds for s in rest)),
-            omitted_context_tokens=int(sum(s.num_prompt_tokens + s.digest.num_tokens for s in rest)),
+            omitted_context_tokens=int(sum(s.num_prompt_tokens + s.digest.num_before + s.digest.num_tokens
+                                           for s in rest)),
         )
 
     async def check_health(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from andes.expectations import ExpectationRules, validate_expectations
-from andes.qoe import DigestState
+from andes.qoe import DigestState, change_reader
 from andes.scheduler.base import SchedulerView
 
 __all__ = ["RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks",
@@ -80,6 +80,12 @@ class RequestTrack:
         self.decoding = False
         self.num_policy_preemptions += int(by_policy)
 
+    def change_reader(self, now: float, tds: float | None, paused: bool) -> bool:
+        """The reader changed pace or paused at ``now`` (``andes.qoe.reader``); False: no change."""
+        changed = change_reader(self.digest, now - self.arrival, tds, paused)
+        self.ttft, self.tds = self.digest.ttft, self.digest.tds
+        return changed
+
     def live_qoe(self, now: float) -> float:
         """QoE so far, charging a stall still going on."""
         return self.digest.live_qoe(now - self.arrival)
@@ -102,13 +108,13 @@ def request_rows(requests: Sequence[Any], tracks: Sequence[RequestTrack]) -> np.
     rows = [
         (tr.arrival, tr.ttft, tr.tds, tr.digest.last_digest, tr.digest.delay_area, tr.last_change,
          r.num_prompt_tokens, tr.digest.num_tokens, r.num_tokens, r.num_computed_tokens,
-         r.num_preemptions)
+         r.num_preemptions, tr.digest.num_before)
         for r, tr in zip(requests, tracks)
     ]
     return np.array(rows, dtype=np.float64)
 
 
-_NUM_COLS = 11
+_NUM_COLS = 12
 
 
 def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> SchedulerView:
@@ -128,7 +134,8 @@ def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> Schedule
         ttft=m[:, 1],
         tds=m[:, 2],
         num_prompt_tokens=ints[:, 0],
-        num_output_tokens=ints[:, 1],
+        # Tokens of a reader's closed segments count for the context, not for the digest state.
+        num_output_tokens=ints[:, 1] + ints[:, 5],
         num_blocks=blocks,
         last_digest=m[:, 3],
         delay_area=m[:, 4],
@@ -136,6 +143,7 @@ def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> Schedule
         last_change=m[:, 5],
         remaining_tokens=np.full(n, math.nan),  # a real engine does not know output lengths
         num_uncomputed=uncomputed,
+        num_digest_tokens=ints[:, 1] if ints[:, 5].any() else None,
     )
 
 

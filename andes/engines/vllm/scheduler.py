@@ -125,6 +125,20 @@ class _AndesMixin:
         self.policy = policy
         logger.info("Andes scheduler: policy switched to %s", getattr(policy, "name", policy))
 
+    def update_reader(self, request_id: str, tds: float | None, paused: bool) -> bool:
+        """``request_id``'s reader changed pace or paused (``andes.qoe.reader``); the policy
+        sees it at the next step. False when this scheduler does not hold the request.
+
+        vLLM's scheduler knows the adapter's ids with a suffix (``<id>-<8 hex>``)."""
+        track = self.tracks.get(request_id)
+        if track is None:
+            track = next((t for rid, t in self.tracks.items() if rid.startswith(request_id + "-")), None)
+        if track is None:
+            return False
+        if track.change_reader(time.time(), tds, paused):
+            self._waiting_key = []  # the cached rows of waiting requests hold the old pace
+        return True
+
     # -- intake ---------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
         """Queue ``request`` with its reader's expectations; bad values fail it, never the engine."""
@@ -348,10 +362,10 @@ class _AndesMixin:
             "finish_reason": finish,
             "ttft": track.ttft,
             "tds": track.tds,
-            "num_tokens": track.digest.num_tokens,
+            "num_tokens": track.digest.num_before + track.digest.num_tokens,
             "num_preemptions": track.num_preemptions,
             "num_policy_preemptions": track.num_policy_preemptions,
-            "qoe": track.digest.qoe() if track.digest.num_tokens else 0.0,
+            "qoe": track.digest.qoe() if track.digest.num_before + track.digest.num_tokens else 0.0,
             "error": track.error,
         })
 

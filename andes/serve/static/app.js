@@ -50,7 +50,25 @@
     this.error = null;
     this.timer = null;
     this.refresh = null;      // redraws the live QoE and the plot while the answer runs
+    this.streamId = null;     // the chunks' id: what POST v1/reader/{id} names the request by
   }
+
+  /** The reader paused, resumed or changed pace: pace the buffer for it and tell the server,
+   * whose engine then schedules for the reader as it is now (docs/design.md, Client buffer). */
+  Answer.prototype.setReader = function (tds, paused) {
+    if (this.isDone || this.sent === null) return;
+    if (!!paused === this.schedule.paused && (tds === null || tds === this.schedule.tds)) return;
+    this.schedule.setReader(this.now(), tds, paused);
+    if (tds) this.settings.tds = tds;
+    if (this.streamId !== null && !this.isReceived) {
+      var body = {state: paused ? "paused" : "reading"};
+      if (tds) body.tds = tds;
+      fetch("v1/reader/" + encodeURIComponent(this.streamId), {
+        method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)
+      }).catch(function () {});  // the stream may just have ended: nothing to update then
+    }
+    this.pump();
+  };
 
   Answer.prototype.now = function () { return this.sent === null ? 0 : clock() - this.sent; };
 
@@ -62,6 +80,7 @@
       this.error = String(event.error.message || event.error);
       return false;
     }
+    if (this.streamId === null && typeof event.id === "string") this.streamId = event.id;
     var choice = event.choices[0];
     var text = choice.text !== undefined && choice.text !== null ? choice.text : (choice.delta || {}).content;
     if (text) this.schedule.receive(text, t);
@@ -111,7 +130,7 @@
     clearTimeout(this.timer);
     var next = this.schedule.nextRelease();
     var self = this;
-    if (next !== null) this.timer = setTimeout(function () { self.pump(); }, Math.max(0, (next - now) * 1000));
+    if (next !== null && next !== Infinity) this.timer = setTimeout(function () { self.pump(); }, Math.max(0, (next - now) * 1000));
     else if (this.isReceived) this.finish();
     render(this);
   };
@@ -157,8 +176,15 @@
   function figuresText(ans) {
     var f = figures(ans, ans.now()), r = ans.report;
     return "TTFT " + fmt(f.ttft, 2, " s") + " | received " + fmt(f.received, 1, " tok/s") +
-      " | shown " + fmt(f.shown, 1, " tok/s") + " | QoE " + fmt(P.qoe(ans.schedule.arrivals(), ans.settings.ttft,
-      ans.settings.tds), 3, "") + (r && r.qoe !== null ? " (gateway " + r.qoe.toFixed(3) + ")" : "");
+      " | shown " + fmt(f.shown, 1, " tok/s") + " | QoE " + fmt(finalQoe(ans), 3, "") +
+      (r && r.qoe !== null ? " (gateway " + r.qoe.toFixed(3) + ")" : "");
+  }
+
+  /** The answer's QoE for its reader; one who paused or changed pace is scored in segments. */
+  function finalQoe(ans) {
+    var s = ans.schedule;
+    if (s.hasSegments()) return s.liveQoe(lastTime(ans));
+    return P.qoe(s.arrivals(), ans.settings.ttft, ans.settings.tds);
   }
 
   function render(ans) {
@@ -284,6 +310,26 @@
     }
   });
 
+  // A hidden tab is a paused reader; the pause button does the same; a new speed applies at once.
+  function readerPaused() { return document.hidden || $("pause").getAttribute("aria-pressed") === "true"; }
+  function readerChanged() {
+    if (!current || current.isDone) return;
+    var tds = null;
+    try { tds = settings().tds; } catch (e) { /* an invalid custom speed: keep the pace */ }
+    current.setReader(tds, readerPaused());
+  }
+  document.addEventListener("visibilitychange", readerChanged);
+  $("pause").addEventListener("click", function () {
+    var pressed = $("pause").getAttribute("aria-pressed") === "true";
+    $("pause").setAttribute("aria-pressed", pressed ? "false" : "true");
+    $("pause").textContent = pressed ? "Pause" : "Resume";
+    readerChanged();
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("input[name=speed]"), function (el) {
+    el.addEventListener("change", readerChanged);
+  });
+  $("custom-tds").addEventListener("change", readerChanged);
+
   window.andesChat = {
     /** The numbers of the current (or last) answer, as plain data. */
     snapshot: function () {
@@ -295,7 +341,8 @@
         releases: toks.map(function (t) { return t.release; }),
         shownAt: current.shownAt.slice(), numShown: current.schedule.numShown,
         text: current.textNode.data, isReceived: current.isReceived, isDone: current.isDone,
-        error: current.error, report: current.report, qoeText: $("qoe-value").textContent
+        error: current.error, report: current.report, qoeText: $("qoe-value").textContent,
+        streamId: current.streamId, paused: current.schedule.paused
       };
     }
   };

@@ -57,6 +57,12 @@
     this.tds = tds;
     this.tokens = [];   // every token received: {index, text, arrival, release}
     this.numShown = 0;  // tokens released to the reader so far
+    // A reader who paused or changed pace is scored in segments (andes.qoe.reader): the
+    // closed ones' sums, where the current one starts, and when its first token is expected.
+    this.paused = false;
+    this.base = {delay: 0.0, whole: 0.0};
+    this.segStart = 0;
+    this.segTtft = ttft;
   }
 
   /** A chunk's text arrived at t: its tokens, each with its release (digest) time. */
@@ -64,7 +70,7 @@
     var step = 1.0 / this.tds, out = [];
     tokenPieces(text).forEach(function (piece) {
       var n = this.tokens.length;
-      var release = n === 0 ? t : Math.max(t, this.tokens[n - 1].release + step);
+      var release = this.paused ? Infinity : n === 0 ? t : Math.max(t, this.tokens[n - 1].release + step);
       var token = {index: n, text: piece, arrival: t, release: release};
       this.tokens.push(token);
       out.push(token);
@@ -100,9 +106,47 @@
     return this.tokens.slice(0, this.numShown).map(function (tok) { return tok.release; });
   };
 
+  /** S_delay and S_whole of the current segment's shown tokens, as if it ended at now. */
+  ReleaseSchedule.prototype.segmentSums = function (now) {
+    var shown = this.releasesShown().slice(this.segStart), step = 1.0 / this.tds;
+    var last = shown.length ? shown[shown.length - 1] : -Infinity;
+    if (shown.length ? now > last + step : now > this.segTtft) shown.push(now);  // waiting
+    var sDelay = 0.0, sWhole = 0.0;
+    for (var i = 0; i < shown.length; i++) {
+      var expected = this.segTtft + i * step;
+      sDelay += Math.max(shown[i] - expected, 0.0);
+      sWhole += Math.max(now - expected, 0.0);
+    }
+    return {delay: sDelay, whole: sWhole};
+  };
+
+  /** The reader paused, resumed or changed pace at now (andes.client.pacer.ReleaseSchedule.set_reader):
+   * the past is frozen, held tokens are released from now at the new pace (never while paused). */
+  ReleaseSchedule.prototype.setReader = function (now, tds, paused) {
+    if (!this.paused) {
+      var sums = this.segmentSums(now);
+      this.base = {delay: this.base.delay + sums.delay, whole: this.base.whole + sums.whole};
+    }
+    this.segTtft = this.tokens.length === 0 ? Math.max(this.ttft, now) : now;
+    this.segStart = this.numShown;
+    this.tds = tds || this.tds;
+    this.paused = !!paused;
+    for (var i = this.numShown; i < this.tokens.length; i++) {
+      this.tokens[i].release = this.paused ? Infinity : now + (i - this.numShown) / this.tds;
+    }
+  };
+
+  /** Whether the reader ever paused or changed pace (else the one-segment formulas apply). */
+  ReleaseSchedule.prototype.hasSegments = function () {
+    return this.base.whole !== 0.0 || this.base.delay !== 0.0 || this.segStart !== 0 || this.paused;
+  };
+
   /** QoE of what the reader has been shown by now. */
   ReleaseSchedule.prototype.liveQoe = function (now) {
-    return liveQoe(this.releasesShown(), this.ttft, this.tds, now);
+    if (!this.hasSegments()) return liveQoe(this.releasesShown(), this.ttft, this.tds, now);
+    var sums = this.paused ? {delay: 0.0, whole: 0.0} : this.segmentSums(now);
+    var whole = this.base.whole + sums.whole;
+    return whole > 0 ? Math.min(Math.max(1.0 - (this.base.delay + sums.delay) / whole, 0.0), 1.0) : 1.0;
   };
 
   root.AndesPacer = {
