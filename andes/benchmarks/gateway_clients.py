@@ -128,6 +128,8 @@ def http_stream_fn(client: httpx.AsyncClient, url: str, max_tokens: int, tds: fl
                 buf += data
                 *events, buf = buf.split(b"\n\n")
                 for raw in events:
+                    if raw.startswith(b"id:"):  # the event's sequence number comes first
+                        raw = raw.partition(b"\n")[2]
                     if raw == b"data: [DONE]":
                         done = True
                         continue
