@@ -9,11 +9,15 @@ reports into a replica count:
 
 - **up** when even the best replica would give an arriving request a projected QoE below
   ``qoe_target`` (the router sends each arrival to the best replica, so that is the most an
-  arrival gets), or when the replicas' mean load has stayed at or above ``pressure_load`` for
-  ``pressure_s``. The count then tracks the load, ``ceil(total load / target_load)``, so a
-  burst adds the replicas it needs at once instead of one per decision;
+  arrival gets), or when the replicas' mean load, projected ``lead_s`` ahead on its trend
+  (a new replica serves only after its cold start), has stayed at or above ``pressure_load``
+  for ``pressure_s``. The count then goes to what brings each replica's projected load to
+  ``target_load`` (load grows about as the square of the arrival rate near capacity:
+  ``load_exponent``), so a ramp adds the replicas it needs at once instead of one per
+  decision (each replica's load counted at most ``max_load``: an overloaded replica's backlog
+  is no measure of the arrivals);
 - **down**, ``max_step_down`` at a time, once every replica has had ample headroom
-  (``ample_qoe``) for ``cooldown_s`` with one replica fewer still under ``target_load``, and
+  (``ample_qoe``) for ``cooldown_s`` with one replica fewer still at most at ``ample_load``, and
   ``cooldown_s`` has passed since the last scale-up;
 - always within ``[min_replicas, max_replicas]``. Replicas still starting count toward the
   current count, so a scale-up under way is not repeated while the new replicas warm up.
@@ -131,26 +135,54 @@ class QoEAutoscalingSettings(BaseModel):
     qoe_target: float = Field(0.95, gt=0, le=1)
     """Scale up when the best replica's projected QoE for an arrival falls below this."""
     ample_qoe: float = Field(0.99, gt=0, le=1)
-    """Scale down only while every replica's projected QoE for an arrival is at least this."""
-    target_load: float = Field(0.7, gt=0, le=2)
-    """Load per replica the count aims at when it tracks the load (up or down)."""
-    pressure_load: float = Field(0.9, gt=0, le=4)
-    """Mean load at or above which the replicas are under pressure."""
-    pressure_s: float = Field(10.0, ge=0, le=3600)
-    """How long pressure must last before it scales up (a burst shorter than this is absorbed
-    by the Andes policy's preemption, not by a replica that would start after it ended)."""
-    cooldown_s: float = Field(120.0, ge=0, le=86400)
+    """Scale down only while every replica below ``max_load`` projects at least this QoE for an
+    arrival."""
+    target_load: float = Field(0.6, gt=0, le=2)
+    """Load per replica a scale-up sizes the fleet for."""
+    pressure_load: float = Field(0.75, gt=0, le=4)
+    """Mean load at or above which the replicas are under pressure. A replica's load grows
+    faster than its arrival rate near its capacity (queues lengthen, the policy time-shares
+    memory), then without bound past it: keep this below the load where QoE falls."""
+    ample_load: float = Field(0.5, gt=0, le=2)
+    """Scale down only while the load spread over one replica fewer would stay at or below
+    this (hysteresis below ``target_load``: the count does not flap)."""
+    load_exponent: float = Field(2.0, ge=1, le=4)
+    """How fast a replica's load grows with its arrival rate near capacity: the load of ``n``
+    replicas spread over ``m`` is taken as ``load * (n / m) ** load_exponent`` (queues lengthen
+    as the policy time-shares memory; 2 to 2.7 on the simulated A100 profile, 1 would be
+    linear)."""
+    max_load: float = Field(1.2, gt=0, le=8)
+    """Most load one replica counts for. An overloaded replica's queue grows without bound, so
+    its load says how long its backlog is (which drains where it is), not how many replicas the
+    arrivals need; capped, one scale-up adds a bounded share of the serving fleet, the next
+    waits for the new replicas to serve (they count as capacity while starting), and a replica
+    at ``max_load`` does not hold the others' scale-down back by its low headroom."""
+    pressure_s: float = Field(60.0, ge=0, le=3600)
+    """How long pressure must last before it scales up. A burst shorter than this is absorbed
+    by the Andes policy (it pauses readers who are ahead); a replica started for it would serve
+    only after the burst ended."""
+    lead_s: float = Field(90.0, ge=0, le=3600)
+    """How far ahead the load is projected on its trend: a new replica's cold start plus the
+    time pressure takes to count, so a ramp is met by replicas that serve when it arrives."""
+    trend_s: float = Field(60.0, gt=0, le=3600)
+    """Time constant of the trend's smoothing (longer: steadier, slower to see a ramp)."""
+    cooldown_s: float = Field(60.0, ge=0, le=86400)
     """Ample headroom must last this long, and the last scale-up be this old, to scale down."""
     max_step_up: int = Field(8, ge=1, le=1024)
     """Most replicas added by one decision."""
     max_step_down: int = Field(1, ge=1, le=1024)
-    """Most replicas removed by one decision (removing a replica aborts nothing, but its
-    requests' KV state is lost, so go down slowly)."""
+    """Most replicas removed by one decision: go down slowly, since a replica removed too early
+    is a whole cold start away from serving again."""
 
     @model_validator(mode="after")
     def _ordered(self) -> "QoEAutoscalingSettings":
         if self.ample_qoe < self.qoe_target:
             raise ValueError(f"ample_qoe ({self.ample_qoe}) must be >= qoe_target ({self.qoe_target})")
+        if self.max_load < self.pressure_load:
+            raise ValueError(f"max_load ({self.max_load}) must be >= pressure_load ({self.pressure_load})")
+        if self.ample_load >= self.target_load:
+            raise ValueError(f"ample_load ({self.ample_load}) must be < target_load ({self.target_load}), "
+                             "or a scale-down would be undone by the next scale-up")
         if self.pressure_load < self.target_load:
             raise ValueError(f"pressure_load ({self.pressure_load}) must be >= target_load "
                              f"({self.target_load}), or scaling up would not relieve the pressure")
@@ -164,6 +196,11 @@ class ScaleState:
     pressure_since: float | None = None
     ample_since: float | None = None
     last_scale_up: float | None = None
+    demand: float | None = None
+    """The fleet's demand at the last call, in replica-rate units (see ``decide``)."""
+    trend: float = 0.0
+    """Its smoothed change per second."""
+    updated_at: float | None = None
 
     def to_dict(self) -> dict[str, float | None]:
         """Plain values (Ray Serve keeps a policy's state as a dict)."""
@@ -172,7 +209,8 @@ class ScaleState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ScaleState":
         """Inverse of ``to_dict``; other keys (Ray's own) are ignored."""
-        return cls(**{f.name: data.get(METRIC_PREFIX + f.name) for f in fields(cls)})
+        values = {f.name: data.get(METRIC_PREFIX + f.name) for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 Reason = Literal["hold", "no_stats", "qoe", "pressure", "ample", "bounds"]
@@ -193,30 +231,38 @@ def decide(stats: Sequence[AutoscalingStats], *, num_replicas: int, num_starting
     """The replica count for now, from the running replicas' latest ``stats``.
 
     ``num_replicas`` is the current target (running and starting replicas); ``num_starting``
-    of them are not serving yet. Rules: see the module docstring.
+    of them are not serving yet. Rules: see the module docstring. Loads are compared in
+    *rate units*, ``load ** (1 / load_exponent)``, which grow like each replica's arrival
+    rate; their sum over the serving replicas, the fleet's demand, does not change when
+    replicas join or leave, so its trend is the traffic's.
     """
     if not 0 <= min_replicas <= max_replicas:
         raise ValueError(f"need 0 <= min_replicas <= max_replicas (got {min_replicas}, {max_replicas})")
     bounded = min(max(num_replicas, min_replicas), max_replicas)
     if not stats:
         return _finish(num_replicas, bounded, state, "no_stats" if bounded == num_replicas else "hold")
-    total = sum(s.load for s in stats)
-    needed = math.ceil(total / settings.target_load - 1e-9)
-    pressured = total / len(stats) >= settings.pressure_load
+    unit = 1.0 / settings.load_exponent
+    # An overloaded replica counts as max_load: its backlog drains where it is (requests do not
+    # move), so it says nothing of what the arrivals need, and the router sends them elsewhere.
+    demand = sum(min(s.load, settings.max_load) ** unit for s in stats)
+    state = _with_trend(state, demand, now, settings.trend_s)
+    ahead = max(demand + state.trend * settings.lead_s, 0.0)
+    needed = math.ceil(ahead / settings.target_load ** unit - 1e-9)
+    pressured = ahead >= len(stats) * settings.pressure_load ** unit
     since = (state.pressure_since if state.pressure_since is not None else now) if pressured else None
-    up = num_replicas
-    reason: Reason = "hold"
+    state = replace(state, pressure_since=since)
+    up, reason = num_replicas, "hold"
     if since is not None and now - since >= settings.pressure_s and needed > up:
         up, reason = needed, "pressure"
     if max(s.headroom for s in stats) < settings.qoe_target and num_starting == 0:
         up, reason = max(up, num_replicas + 1, needed), "qoe"
     up = min(up, num_replicas + settings.max_step_up, max_replicas)
     if up > num_replicas:
-        return Decision(max(up, min_replicas), ScaleState(since, None, now), reason)
-    state = replace(state, pressure_since=since)
-    ample = (num_starting == 0 and not pressured and num_replicas > 1
-             and min(s.headroom for s in stats) >= settings.ample_qoe
-             and total <= settings.target_load * (num_replicas - 1))
+        return Decision(max(up, min_replicas), replace(state, ample_since=None, last_scale_up=now), reason)
+    fewer = len(stats) - 1  # the load model's view of one replica fewer
+    ample = (num_starting == 0 and not pressured and fewer >= 1
+             and all(s.headroom >= settings.ample_qoe for s in stats if s.load < settings.max_load)
+             and max(demand, ahead) <= fewer * settings.ample_load ** unit)
     if not ample:
         return _finish(num_replicas, bounded, replace(state, ample_since=None), reason)
     ample_since = state.ample_since if state.ample_since is not None else now
@@ -229,6 +275,16 @@ def decide(stats: Sequence[AutoscalingStats], *, num_replicas: int, num_starting
     down = min(max(num_replicas - settings.max_step_down, needed, min_replicas, 1), max_replicas)
     return _finish(num_replicas, down, replace(state, ample_since=None),
                    "ample" if down < num_replicas else "hold")
+
+
+def _with_trend(state: ScaleState, demand: float, now: float, trend_s: float) -> ScaleState:
+    """``state`` with ``demand`` recorded and its trend smoothed (exponentially, ``trend_s``)."""
+    if state.demand is None or state.updated_at is None or now <= state.updated_at:
+        return replace(state, demand=demand, updated_at=now)
+    dt = now - state.updated_at
+    change = (demand - state.demand) / dt
+    trend = state.trend + dt / (trend_s + dt) * (change - state.trend)
+    return replace(state, demand=demand, trend=trend, updated_at=now)
 
 
 def _finish(num_replicas: int, target: int, state: ScaleState, reason: Reason) -> Decision:

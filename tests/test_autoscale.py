@@ -18,8 +18,10 @@ from andes.autoscale import (
 from andes.config import ConfigError
 from andes.serve.autoscale import QoEAutoscalingPolicy, replica_stats
 
+# A linear load model and no trend projection keep the arithmetic of most tests by hand.
 SETTINGS = QoEAutoscalingSettings(qoe_target=0.95, ample_qoe=0.99, target_load=0.5,
-                                  pressure_load=0.8, pressure_s=10.0, cooldown_s=60.0,
+                                  pressure_load=0.8, ample_load=0.4, max_load=1.2, load_exponent=1.0,
+                                  pressure_s=10.0, lead_s=0.0, trend_s=30.0, cooldown_s=60.0,
                                   max_step_up=4, max_step_down=1)
 
 
@@ -56,7 +58,7 @@ def test_no_second_qoe_step_while_replicas_are_starting():
 
 
 def test_persistent_pressure_scales_to_the_load_at_once():
-    hot = [rep(load=1.2), rep(load=1.0)]  # mean 1.1 >= 0.8; total 2.2 / 0.5 -> 5 replicas
+    hot = [rep(load=1.2), rep(load=1.0)]  # mean 1.1 >= 0.8; 2.2 of load at 0.5 each: 5 replicas
     first = run(hot, n=2, now=100.0)
     assert first.num_replicas == 2 and first.state.pressure_since == 100.0
     early = run(hot, n=2, now=105.0, state=first.state)
@@ -73,16 +75,43 @@ def test_pressure_that_lapses_restarts_its_clock():
     assert run(hot, n=1, now=12.0, state=state).num_replicas == 1  # 12 s, but only 0 s of it hot
 
 
-def test_a_burst_adds_at_most_max_step_up_and_never_past_max():
-    hot = [rep(headroom=0.1, load=4.0)] * 2  # needs 16 replicas
-    assert run(hot, n=2).num_replicas == 6  # qoe: +max_step_up
-    assert run(hot, n=2, hi=5).num_replicas == 5
+def test_an_overloaded_replica_counts_as_max_load():
+    # Its backlog (load 4) stays where it is: 2 x 1.2 of load needs 5 replicas, not 16.
+    d = run([rep(load=4.0)] * 2, n=2, now=10.0, state=ScaleState(pressure_since=0.0),
+            settings=SETTINGS.model_copy(update={"max_step_up": 100}))
+    assert (d.num_replicas, d.reason) == (5, "pressure")
+
+
+def test_a_scale_up_adds_at_most_max_step_up_and_never_past_max():
+    hot, state = [rep(load=1.2)] * 6, ScaleState(pressure_since=0.0)  # needs 15
+    assert run(hot, n=6, now=10.0, state=state).num_replicas == 10  # +max_step_up
+    assert run(hot, n=6, now=10.0, state=state, hi=8).num_replicas == 8
 
 
 def test_pressure_counts_starting_replicas_as_capacity():
     # 5 replicas already asked for (3 starting): the load needs 5, so nothing more.
     d = run([rep(load=1.2), rep(load=1.0)], n=5, starting=3, now=20.0, state=ScaleState(pressure_since=0.0))
     assert (d.num_replicas, d.reason) == (5, "hold")
+
+
+def test_convex_load_model_spreads_load_by_its_exponent():
+    # load ~ rate ** 2: two replicas at 0.8 spread to 0.2 each over 4 replicas, not 8.
+    convex = SETTINGS.model_copy(update={"load_exponent": 2.0, "target_load": 0.2, "ample_load": 0.1,
+                                         "max_step_up": 100})
+    d = run([rep(load=0.8)] * 2, n=2, now=10.0, state=ScaleState(pressure_since=0.0), settings=convex)
+    assert d.num_replicas == 4
+
+
+def test_a_rising_load_is_met_ahead_by_its_trend():
+    # Demand 0.6 -> 1.0 in 10 s: smoothed trend 0.01/s, so 1.6 projected 60 s ahead, which is
+    # pressure (0.8 each) and needs 4 replicas; without the projection the mean is 0.5: hold.
+    ahead = SETTINGS.model_copy(update={"lead_s": 60.0, "pressure_s": 0.0})
+    state = run([rep(load=0.3)] * 2, now=0.0, settings=ahead).state
+    d = run([rep(load=0.5)] * 2, now=10.0, state=state, settings=ahead)
+    assert d.state.trend == pytest.approx(0.01)
+    assert (d.num_replicas, d.reason) == (4, "pressure")
+    flat = run([rep(load=0.5)] * 2, now=10.0, state=state, settings=SETTINGS.model_copy(update={"pressure_s": 0.0}))
+    assert flat.num_replicas == 2
 
 
 # ------------------------------------------------------------------------------ scale down
@@ -103,6 +132,13 @@ def test_ample_headroom_scales_down_one_step_after_the_cool_down():
     assert again.num_replicas == 2 and again.state.ample_since == 61.0
 
 
+def test_an_overloaded_replica_does_not_hold_back_the_others_scale_down():
+    # Its backlog keeps its headroom low, but arrivals go to the others, which are ample.
+    stats = [rep(headroom=0.1, load=2.0)] + idle(5)  # 1.2 + 0.5 over 5 replicas: 0.34 <= 0.4
+    d = run(stats, n=6, now=100.0, state=ScaleState(ample_since=0.0))
+    assert (d.num_replicas, d.reason) == (5, "ample")
+
+
 def test_no_scale_down_soon_after_a_scale_up():
     state = ScaleState(last_scale_up=100.0, ample_since=0.0)
     assert run(idle(3), n=3, now=150.0, state=state).num_replicas == 3
@@ -111,7 +147,7 @@ def test_no_scale_down_soon_after_a_scale_up():
 
 @pytest.mark.parametrize("stats, starting", [
     ([rep(headroom=1.0, load=0.1), rep(headroom=0.98, load=0.1), rep(load=0.1)], 0),  # one not ample
-    ([rep(load=0.4)] * 3, 0),  # 1.2 of load does not fit 2 replicas at 0.5
+    ([rep(load=0.45)] * 3, 0),  # 1.35 of load does not fit 2 replicas at 0.4
     (idle(3), 1),  # a replica is still starting
 ])
 def test_no_scale_down_unless_every_replica_is_ample_and_fewer_would_fit(stats, starting):
@@ -163,7 +199,8 @@ def test_metrics_round_trip_and_missing_metrics():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"qoe_target": 0.99, "ample_qoe": 0.9}, "ample_qoe"),
-    ({"target_load": 0.9, "pressure_load": 0.5}, "pressure_load"),
+    ({"target_load": 0.9, "pressure_load": 0.5, "ample_load": 0.2}, "pressure_load"),
+    ({"target_load": 0.5, "ample_load": 0.5}, "ample_load"),
     ({"cooldown": 5}, "cooldown"),
     ({"max_step_up": 0}, "max_step_up"),
 ])
@@ -199,7 +236,8 @@ def test_adapter_reads_only_running_replicas_with_complete_metrics():
 
 
 def test_adapter_decides_and_carries_its_state_through_serve():
-    policy = QoEAutoscalingPolicy(pressure_s=10.0, target_load=0.5, pressure_load=0.8)
+    policy = QoEAutoscalingPolicy(pressure_s=10.0, target_load=0.5, pressure_load=0.8, ample_load=0.3,
+                                  load_exponent=1.0)
     hot = by_replica(a=rep(load=1.0), b=rep(load=1.0))
     n, state = policy(context(hot, now=0.0))
     assert n == 2 and state["andes_pressure_since"] == 0.0
