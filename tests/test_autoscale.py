@@ -110,8 +110,8 @@ def test_a_rising_load_is_met_ahead_by_its_trend():
     d = run([rep(load=0.5)] * 2, now=10.0, state=state, settings=ahead)
     assert d.state.trend == pytest.approx(0.01)
     assert (d.num_replicas, d.reason) == (4, "pressure")
-    flat = run([rep(load=0.5)] * 2, now=10.0, state=state, settings=SETTINGS.model_copy(update={"pressure_s": 0.0}))
-    assert flat.num_replicas == 2
+    now_only = SETTINGS.model_copy(update={"pressure_s": 0.0})
+    assert run([rep(load=0.5)] * 2, now=10.0, state=state, settings=now_only).num_replicas == 2
 
 
 # ------------------------------------------------------------------------------ scale down

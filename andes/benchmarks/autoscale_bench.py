@@ -143,7 +143,8 @@ def plot(records: Sequence[dict], day: DaySpec, path: Path) -> None:
     top.patch.set_visible(False)
     for r in records:
         line = np.array(r["timeline"])
-        top.step(line[:, 0], line[:, 1], where="post", label=f"{r['scaler']} ({r['replica_seconds'] / 3600:.1f} h)")
+        label = f"{r['scaler']} ({r['replica_seconds'] / 3600:.1f} replica-h)"
+        top.step(line[:, 0], line[:, 1], where="post", label=label)
         minutes = np.arange(len(r["qoe_per_minute"])) * 60.0 + 30.0
         bottom.plot(minutes, r["qoe_per_minute"], marker=".", label=r["scaler"])
     top.set_ylabel("replicas (incl. starting, draining)")

@@ -210,7 +210,8 @@ class _Fleet:
         self.num_steps = 0  # step events pending: the simulation ends when none are left
 
     def launch(self, now: float, delay: float) -> None:
-        rep = _Replica(f"r{len(self.replicas)}", SimCore(make_policy("andes"), self.latency), now, now + delay)
+        core = SimCore(make_policy("andes"), self.latency)
+        rep = _Replica(f"r{len(self.replicas)}", core, now, now + delay)
         self.replicas.append(rep)
         heapq.heappush(self.events, (rep.ready_at, _READY, len(self.replicas) - 1))
 
@@ -223,7 +224,8 @@ class _Fleet:
         for _ in range(target - len(live)):
             self.launch(now, self.cold_start_s)
         starting = sorted((r for r in live if r.ready_at > now), key=lambda r: -r.launched)
-        serving = sorted((r for r in live if r.ready_at <= now), key=lambda r: r.core.running.size + r.core.waiting.size)
+        serving = sorted((r for r in live if r.ready_at <= now),
+                         key=lambda r: r.core.running.size + r.core.waiting.size)
         for rep in (starting + serving)[:max(len(live) - target, 0)]:
             rep.retired = True
             self._stop_if_drained(rep, now)

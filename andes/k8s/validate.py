@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 __all__ = ["K8S_VERSION", "Manifest", "check_all", "check_builtin", "check_custom",
-           "check_manifest", "check_monitor", "check_ports", "check_serve_config", "crd_schemas", "load_manifests"]
+           "check_manifest", "check_monitor", "check_ports", "check_serve_config", "crd_schemas",
+           "load_manifests"]
 
 K8S_VERSION = "1.33"
 """Kubernetes version whose schemas the built-in kinds are checked against."""
@@ -232,7 +233,8 @@ def check_ports(manifests: list[Manifest]) -> list[str]:
             ports = [e.get("port") for e in endpoints]
         else:
             continue
-        chosen = [(name, t) for name, t in pods if _selects(selector, (t.get("metadata") or {}).get("labels") or {})]
+        chosen = [(name, t) for name, t in pods
+                  if _selects(selector, (t.get("metadata") or {}).get("labels") or {})]
         if not chosen:
             errors.append(f"{m.label}: selects no pod of any RayService ({selector})")
         for name, template in chosen:
