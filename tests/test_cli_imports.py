@@ -55,7 +55,8 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
-                                  ["chat", "--help"], ["dashboard", "push", "--help"], ["top", "--help"]],
+                                  ["chat", "--help"], ["dashboard", "push", "--help"], ["top", "--help"],
+                                  ["k8s", "render", "--help"]],
                          ids=" ".join)
 @pytest.mark.subprocess
 def test_help_needs_only_the_core(argv, tmp_path):

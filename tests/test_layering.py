@@ -25,6 +25,7 @@ LAYER_OF = {
     "andes.expectations": "core", "andes.qoe": "core", "andes.latency": "core",
     "andes.latency_refit": "core", "andes.workload": "core", "andes.scheduler": "core",
     "andes.routing": "core", "andes.config": "core", "andes.bound": "core",
+    "andes.autoscale": "core",
     # engines: the engine interface and its implementations, and the tiny model they load.
     "andes.engines": "engines", "andes.models": "engines",
     # serve: the Ray Serve app (replica, router, gateway) and its one-process twin.
@@ -33,6 +34,7 @@ LAYER_OF = {
     "andes.client": "client", "andes.loadgen": "client",
     # tools: commands, benchmarks and profiling; nothing imports them.
     "andes.cli": "tools", "andes.benchmarks": "tools", "andes.profiling": "tools",
+    "andes.k8s": "tools",  # manifests rendered from deployments/*.yaml and checked offline
     "andes.observe": "tools",  # the dashboard, its push to Grafana, `andes top`
 }
 PACKAGE_LAYER = "core"  # andes/__init__.py itself (its version string)

@@ -26,8 +26,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from andes.autoscale import AutoscalingStats, QoEAutoscalingSettings, ScaleState, decide, stats_from_report
-from andes.engines.sim import SimCore
-from andes.engines.sim_stats import from_core
+from andes.engines.sim import SimCore, from_core
 from andes.latency import LatencyModel
 from andes.routing import ReplicaStats
 from andes.scheduler import make_policy

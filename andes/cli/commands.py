@@ -8,7 +8,8 @@
 - ``andes capacity``: sweep request rates with Locust against a deployment (``andes.loadgen.sweep``);
 - ``andes profile``: measure the vLLM engine's step times and write a fitted latency profile;
 - ``andes chat``: chat with a server, answers shown at a reader's pace with their QoE (``andes.client.chat``);
-- ``andes dashboard write|push``: the Grafana dashboard; ``andes top``: a live terminal view.
+- ``andes dashboard write|push``: the Grafana dashboard; ``andes top``: a live terminal view;
+- ``andes k8s render``: the RayServices' ``serveConfigV2`` from ``deployments/*.yaml``.
 
 Optional dependencies (Ray, httpx, vLLM, torch, Locust, matplotlib, tqdm, rich, the Grafana
 packages) are imported only by the subcommand that runs, so building the tree (and ``--help``)
@@ -23,6 +24,7 @@ import sys
 from typing import Sequence
 
 from andes.cli.capacity import add_capacity_parser
+from andes.cli.k8s import add_k8s_parser
 from andes.cli.observe import add_dashboard_parser, add_top_parser
 from andes.cli.profile import add_profile_parser
 from andes.client.chat import add_chat_parser
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_parser(sub)
     add_dashboard_parser(sub)
     add_top_parser(sub)
+    add_k8s_parser(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ import dataclasses
 import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
+from andes.autoscale import stats_from_report
 from andes.config import ConfigError, ReplicaConfig, load_config
 from andes.engines import build_engine
 from andes.engines.base import Engine, EngineRequest, ExpectationUpdate, TokenEvent
@@ -132,6 +133,14 @@ class EngineHost:
         """
         report = self.engine.routing_report(replica_id, time.time() if timestamp is None else timestamp)
         return report.to_dict()
+
+    def autoscaling_stats(self, timestamp: float | None = None) -> dict[str, float]:
+        """What the QoE autoscaling policy (``andes.serve.autoscale``) reads from this replica:
+        its load and projected headroom (``andes.autoscale.AutoscalingStats``), from the same
+        report the router ranks replicas by."""
+        now = time.time() if timestamp is None else timestamp
+        report = self.engine.routing_report("autoscale", now)
+        return stats_from_report(report, self._latency, now=now).as_metrics()
 
     async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
                        announce: bool = False) -> AsyncIterator[TokenEvent]:

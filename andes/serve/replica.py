@@ -90,6 +90,11 @@ class EngineReplica:
         """
         return self.host.routing_stats(serve.get_replica_context().replica_id.unique_id)
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom-autoscaling hook: what ``andes.serve.autoscale.QoEAutoscalingPolicy``
+        decides on (load and projected QoE headroom of this replica)."""
+        return self.host.autoscaling_stats()
+
     async def __del__(self) -> None:
         # Serve awaits an async __del__ on graceful shutdown: open streams end with "abort",
         # and a vLLM engine stops its processes (without this each stop leaks ~400 MiB of
