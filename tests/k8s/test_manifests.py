@@ -119,7 +119,7 @@ def test_dashboard_configmap_is_a_valid_configmap_for_the_sidecar():
 def test_every_manifest_is_valid(schemas):
     manifests = validate.load_manifests(K8S)
     kinds = sorted(m.doc["kind"] for m in manifests)
-    assert kinds == ["PodMonitor", "RayService", "RayService", "Service"]
+    assert kinds == ["ConfigMap", "PodMonitor", "RayService", "RayService", "Service"]  # ConfigMap: the dashboard
     assert validate.check_all(manifests, schemas) == []
 
 
