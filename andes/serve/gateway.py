@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
+from andes.serve.coalesce import hold_rule
 from andes.serve.protocol import Job
 from andes.serve.streaming import internal_error, models_body, respond
 
@@ -62,5 +63,6 @@ class Gateway:
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
-        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event)
+        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event,
+                                             hold_rule(self.config, job.coalesce))
         return events, events.cancel

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from andes.config import ServeConfig, load_config
+from andes.serve.coalesce import hold_rule
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
 from andes.serve.streaming import internal_error, models_body, respond
@@ -39,7 +40,8 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
     app.state.host = host
 
     def call(job: Job):
-        events = host.generate(job.engine_request(), gateway.max_tokens_per_event)
+        events = host.generate(job.engine_request(), gateway.max_tokens_per_event,
+                               hold_rule(gateway, job.coalesce))
         return events, events.aclose
 
     @app.get("/health")

@@ -80,6 +80,9 @@ class _Common(BaseModel):
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
     stream_options: _StreamOptions | None = None
+    coalesce: bool | None = None
+    """Andes extension: ``false`` sends every token as soon as it is ready (no reader-aware
+    holds, ``andes.serve.coalesce``); default: the gateway's ``coalesce.enabled``."""
 
 
 class CompletionBody(_Common):
@@ -154,7 +157,7 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
     engine_times = body.stream_options is not None and body.stream_options.include_engine_time
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
-               ttft=ttft, tds=tds, arrival=arrival)
+               ttft=ttft, tds=tds, arrival=arrival, coalesce=body.coalesce)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -204,6 +207,7 @@ class Job:
     tds: float
     arrival: float
     engine_times: bool = False  # stream_options.include_engine_time
+    coalesce: bool | None = None  # the request's "coalesce" (None: the gateway's setting)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 from ray import serve
 
 from andes.engines.base import EngineRequest, TokenEvent
+from andes.serve.coalesce import HoldRule
 from andes.serve.host import EngineHost
 
 __all__ = ["EngineReplica"]
@@ -42,10 +43,11 @@ class EngineReplica:
         """Validate ``user_config`` (``andes.config.ReplicaConfig``) and apply it in place."""
         await self.host.reconfigure(user_config)
 
-    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16
-                       ) -> AsyncIterator[TokenEvent]:
-        """Stream ``request`` (the router reads it too); the last event is final."""
-        async for event in self.host.generate(request, max_tokens_per_event):
+    async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
+                       hold: HoldRule | None = None) -> AsyncIterator[TokenEvent]:
+        """Stream ``request`` (the router reads it too); the last event is final. ``hold``:
+        reader-aware coalescing, done here so that held tokens never cross Ray one by one."""
+        async for event in self.host.generate(request, max_tokens_per_event, hold):
             yield event
 
     def stats(self) -> dict[str, Any]:
