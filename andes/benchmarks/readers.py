@@ -58,7 +58,7 @@ SERVER_ENV = {"proxy": {}, "proxy_to": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
 class Settings:
     modes: tuple[str, ...] = ("proxy-coalesce", "proxy+coalesce", "direct-coalesce", "direct+coalesce")
     levels: tuple[int, ...] = (50, 100, 200, 300, 400, 500, 600, 800)
-    clients: int = 2
+    clients: int = 4
     step_ms: float = 50.0
     max_tokens: int = 60
     ttft: float = 1.0
