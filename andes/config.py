@@ -20,6 +20,7 @@ from andes.scheduler import AndesConfig, Policy, PolicyName, make_policy
 __all__ = [
     "AdmissionConfig",
     "AuthConfig",
+    "CoalesceConfig",
     "ConfigError",
     "EngineConfig",
     "GatewayConfig",
@@ -205,6 +206,25 @@ class AuthConfig(_Strict):
     """Concurrent requests one key may hold open; more get 429 (``None``: no limit)."""
 
 
+class CoalesceConfig(_Strict):
+    """Reader-aware coalescing of streamed tokens (``andes.serve.coalesce``; docs/transport.md).
+
+    After the first token, a stream's tokens are held while its client's projected buffer (what
+    was sent minus what its reader has digested by now, at the request's ``tds``) stays above
+    ``low_water_s``, for at most ``max_hold_s`` and ``max_tokens_per_event`` tokens; the final
+    event flushes them. Fewer, fuller events let one deployment carry many more readers. A
+    request opts out with ``"coalesce": false`` in its body.
+    """
+
+    enabled: bool = True
+    low_water_s: float = Field(0.5, ge=0, le=60)
+    """Flush once the client is projected to hold less than this many seconds of reading: the
+    margin covering the serving path's delay after a flush."""
+    max_hold_s: float = Field(0.5, ge=0, le=10)
+    """Longest a ready token waits; a client printing chunks as they come sees text at least
+    this often. 0 turns holding off (tokens ready together still leave together)."""
+
+
 class GatewayConfig(_Strict, ExpectationRules):
     """What the OpenAI-compatible gateway serves and accepts.
 
@@ -216,6 +236,8 @@ class GatewayConfig(_Strict, ExpectationRules):
     """The model id that ``/v1/models`` lists and responses carry."""
     max_tokens_per_event: int = Field(16, ge=1, le=4096)
     """Coalescing: at most this many tokens that are ready together go out as one event."""
+    coalesce: CoalesceConfig = CoalesceConfig()
+    """Reader-aware holds: tokens the reader will not need yet leave together."""
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_cap: int = Field(4096, ge=1)
     """Requests asking for more ``max_tokens`` than this are rejected (400)."""

@@ -14,8 +14,15 @@ Options (added to Locust's command line; all seeded, all validated at start):
     --voice-share V   --mean-prompt-tokens N   --mean-output-tokens N   --max-context N
     --drain-timeout S   --max-users N
 
-Single process only: under ``--processes`` or ``--master``/``--worker`` every worker would
-replay the whole schedule.
+    --part K --parts N   --start-at UNIX_TIME
+
+Several generator processes (on one machine or several) split one schedule: run N headless
+processes with ``--parts N``, ``--part 0`` .. ``N-1`` and the same ``--start-at`` (the
+wall-clock time arrival 0 is due, a little in the future); each sends every N-th request, at
+its due time, and their ``--records`` files together are the whole run (``andes capacity
+--processes N`` does this). Locust's own ``--processes`` and ``--master``/``--worker`` modes
+run the shape on the master only, so they are not supported: every worker would need the
+schedule.
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ def _add_arguments(parser) -> None:
     group.add_argument("--drain-timeout", type=float, default=300.0,
                        help="after the last arrival, wait at most this long for open streams (s)")
     group.add_argument("--max-users", type=int, default=5000, help="cap on concurrent users")
+    group.add_argument("--part", type=int, default=0, help="this process's share of the schedule (0-based)")
+    group.add_argument("--parts", type=int, default=1, help="generator processes splitting the schedule")
+    group.add_argument("--start-at", type=float, default=None,
+                       help="wall-clock time (Unix s) arrival 0 is due; the same in every part")
 
 
 def spec_from_options(options) -> ScheduleSpec:
@@ -80,19 +91,22 @@ class ArrivalShape(LoadTestShape):
         self.trace = []
         self.settings = PoolSettings()
         self.num_users = 0
+        self.part, self.parts, self.start_at = 0, 1, None
         super().__init__()
 
-    def configure(self, spec: ScheduleSpec, settings: PoolSettings) -> None:
-        """Build the schedule (before the test starts)."""
+    def configure(self, spec: ScheduleSpec, settings: PoolSettings, *, part: int = 0, parts: int = 1,
+                  start_at: float | None = None) -> None:
+        """Build the schedule, or this process's share of it (before the test starts)."""
         self.trace = build_trace(spec)
-        self.schedule = ArrivalSchedule(self.trace)
+        self.part, self.parts, self.start_at = part, parts, start_at
+        self.schedule = ArrivalSchedule(self.trace, part, parts)
         self.settings = settings
 
     def reset_time(self) -> None:
         """Locust calls this at every start: a new run replays the schedule from its beginning."""
         super().reset_time()
         if self.schedule is not None:
-            self.schedule = ArrivalSchedule(self.trace)
+            self.schedule = ArrivalSchedule(self.trace, self.part, self.parts)
             self.num_users = 0
 
     def tick(self):
@@ -100,7 +114,8 @@ class ArrivalShape(LoadTestShape):
             raise RuntimeError("ArrivalShape has no schedule: run it with loadtests/locustfile.py")
         now = self.clock()
         if not self.schedule.is_started:
-            self.schedule.start(now + START_LEAD_S)
+            lead = START_LEAD_S if self.start_at is None else self.start_at - time.time()
+            self.schedule.start(now + lead)
         users = pool_size(self.schedule, now, self.num_users, self.settings)
         if users is None:
             return None
@@ -116,7 +131,8 @@ def _configure(environment, **_kwargs) -> None:
         return
     try:
         spec = spec_from_options(options)
-        shape.configure(spec, PoolSettings(drain_timeout_s=options.drain_timeout, max_users=options.max_users))
+        shape.configure(spec, PoolSettings(drain_timeout_s=options.drain_timeout, max_users=options.max_users),
+                        part=options.part, parts=options.parts, start_at=options.start_at)
     except (ValueError, OSError, TraceFormatError) as exc:
         sys.stderr.write(f"locust: bad arrival options: {exc}\n")
         sys.exit(2)

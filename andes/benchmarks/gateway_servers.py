@@ -287,7 +287,8 @@ def _child_ray(args: argparse.Namespace) -> None:
     from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
     from ray.serve.schema import ServeDeploySchema
 
-    direct = os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
+    direct = os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1" \
+        and os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") != "0"  # the flag's own opt-out
     for attempt in range(3):
         try:
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

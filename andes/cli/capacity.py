@@ -53,6 +53,9 @@ def add_capacity_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--drain-timeout", type=positive_float, default=300.0,
                    help="per run: wait at most this long after the last arrival (s)")
     p.add_argument("--max-users", type=positive_int, default=5000, help="per run: Locust user cap")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="Locust processes splitting each run's schedule (default 1); one generator "
+                        "process drives a few req/s of streams, reports flag runs it could not keep on schedule")
     p.add_argument("--locustfile", default=str(DEFAULT_LOCUSTFILE))
     p.add_argument("-o", "--output-dir", default="capacity-report", help="report folder (default capacity-report)")
     p.set_defaults(func=_run_checked)

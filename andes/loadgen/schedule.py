@@ -129,14 +129,23 @@ class ArrivalSchedule:
     """The shared open-loop schedule: users claim requests in order and send each when due.
 
     Invariant: ``num_claimed`` requests were handed out, ``num_open`` of them are not finished
-    (claimed and waiting for their due time, or streaming). One process owns a schedule: under
-    Locust's distributed mode every worker would replay the whole schedule.
+    (claimed and waiting for their due time, or streaming). One process owns a schedule, or its
+    share ``part`` of ``parts`` when several generator processes split it (each with the same
+    origin in wall-clock time: ``loadtests/shapes.py --start-at``).
     """
 
-    def __init__(self, trace: Sequence[TraceRequest]) -> None:
-        if not trace:
+    def __init__(self, trace: Sequence[TraceRequest], part: int = 0, parts: int = 1) -> None:
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise ValueError(f"parts: must be an integer >= 1 (got {parts!r})")
+        if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part < parts:
+            raise ValueError(f"part: must be an integer in [0, {parts}) (got {part!r})")
+        # Several generator processes split one schedule: process ``part`` of ``parts`` sends
+        # requests part, part + parts, ... (every process sees the whole arrival process, thinned
+        # evenly), and slots keep their index in the whole schedule.
+        self.indices = list(range(part, len(trace), parts))
+        if not self.indices:
             raise ValueError("the schedule holds no requests (rate x duration too small?)")
-        self.trace = list(trace)
+        self.trace = [trace[k] for k in self.indices]
         self.arrivals = np.array([r.arrival for r in self.trace], dtype=np.float64)
         if np.any(np.diff(self.arrivals) < 0):
             raise ValueError("arrivals must be non-decreasing")
@@ -181,7 +190,7 @@ class ArrivalSchedule:
         index = self.num_claimed
         self.num_claimed += 1
         self.num_open += 1
-        return Slot(index, self.trace[index], self.origin + float(self.arrivals[index]))
+        return Slot(self.indices[index], self.trace[index], self.origin + float(self.arrivals[index]))
 
     def release(self) -> None:
         """A claimed request finished (however it ended)."""

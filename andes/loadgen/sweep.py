@@ -8,7 +8,8 @@ on equal terms; to compare policies on a cluster, run the sweep once per deploym
 
 Per policy, rates run in ascending order until one misses the target (``--all-rates`` runs them
 all), then ``--refine`` more runs bisect between the capacity and the first miss. Each run is
-one ``locust --headless`` process on ``loadtests/locustfile.py`` (open-loop seeded arrivals;
+one ``locust --headless`` process (or ``--processes`` of them, each sending its share of the
+schedule) on ``loadtests/locustfile.py`` (open-loop seeded arrivals;
 the same seed sends the same requests at every rate); its figures are read from ``--json-file``
 and the per-request records, never from the CSV (which misses the last second).
 """
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -34,7 +36,7 @@ from andes.loadgen.report import write_report
 from andes.loadgen.schedule import ScheduleSpec, build_trace
 from andes.loadgen.serve_proc import start_serve, wait_ready
 
-__all__ = ["SweepSettings", "policies_in", "run_capacity", "run_locust"]
+__all__ = ["SweepSettings", "part_commands", "policies_in", "run_capacity", "run_locust"]
 
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 LOCUST_GRACE_S = 90.0
@@ -58,6 +60,8 @@ class SweepSettings:
     drain_timeout_s: float = 300.0
     max_users: int = 5000
     locustfile: Path = DEFAULT_LOCUSTFILE
+    processes: int = 1
+    """Locust processes splitting each run's schedule (``loadtests/shapes.py --part``)."""
 
 
 def locust_command(locustfile: Path, url: str, spec: ScheduleSpec, prefix: Path, *, drain_timeout_s: float,
@@ -75,6 +79,19 @@ def locust_command(locustfile: Path, url: str, spec: ScheduleSpec, prefix: Path,
             "--drain-timeout", repr(drain_timeout_s), "--max-users", str(max_users)]
 
 
+def part_commands(command: list[str], prefix: Path, processes: int, start_at: float) -> list[list[str]]:
+    """``processes`` copies of a run's command, each sending its share of the schedule from the
+    same wall-clock origin, with statistics and records of its own (``prefix``-k)."""
+    if processes == 1:
+        return [command]
+    out = []
+    for k in range(processes):
+        own = [f"{prefix}-{k}" if arg == str(prefix) else
+               f"{prefix}-{k}.records.jsonl" if arg == f"{prefix}.records.jsonl" else arg for arg in command]
+        out.append(own + ["--part", str(k), "--parts", str(processes), "--start-at", repr(start_at)])
+    return out
+
+
 def _read_records(path: Path) -> list[StreamOutcome]:
     if not path.exists():
         return []
@@ -83,30 +100,43 @@ def _read_records(path: Path) -> list[StreamOutcome]:
 
 
 def run_locust(url: str, policy: str, spec: ScheduleSpec, run_dir: Path, settings: SweepSettings) -> RunFigures:
-    """One headless Locust run at ``spec.rate``; its figures (``RuntimeError`` if Locust failed)."""
+    """One headless Locust run at ``spec.rate`` (``settings.processes`` processes splitting its
+    schedule); its figures (``RuntimeError`` if Locust failed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     prefix = run_dir / "stats"
     cmd = locust_command(settings.locustfile, url, spec, prefix, drain_timeout_s=settings.drain_timeout_s,
                          max_users=settings.max_users)
+    n = settings.processes
+    # Every part must be up before arrival 0: Locust takes a few seconds to start per process.
+    commands = part_commands(cmd, prefix, n, time.time() + 5.0 + 1.5 * n)
     limit = spec.duration_s + settings.drain_timeout_s + LOCUST_GRACE_S
-    with open(run_dir / "locust.log", "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, start_new_session=True)
-        try:
-            process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise RuntimeError(f"locust ran past {limit:g} s at {spec.rate:g} req/s; see {run_dir / 'locust.log'}")
-        except BaseException:  # Ctrl-C: Locust runs in its own session and would not see it
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-    stats_path = Path(f"{prefix}.json")
-    if process.returncode != 0 or not stats_path.exists():
-        tail = (run_dir / "locust.log").read_text(errors="replace")[-1500:]
-        raise RuntimeError(f"locust exited with status {process.returncode} at {spec.rate:g} req/s:\n{tail}")
-    stats = json.loads(stats_path.read_text())
-    records = _read_records(Path(f"{prefix}.records.jsonl"))
+    logs = [run_dir / ("locust.log" if n == 1 else f"locust-{k}.log") for k in range(n)]
+    processes = []
+    try:
+        for command, log in zip(commands, logs):
+            with open(log, "wb") as f:
+                processes.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=run_dir,
+                                                  start_new_session=True))
+        deadline = time.monotonic() + limit
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"locust ran past {limit:g} s at {spec.rate:g} req/s; see {logs[0]}") from None
+    finally:  # a timeout or Ctrl-C: Locust runs in its own session and would not see it
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    stats, records = [], []
+    for k, (process, log) in enumerate(zip(processes, logs)):
+        own = prefix if n == 1 else Path(f"{prefix}-{k}")
+        stats_path = Path(f"{own}.json")
+        if process.returncode != 0 or not stats_path.exists():
+            tail = log.read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"locust exited with status {process.returncode} at {spec.rate:g} req/s:\n{tail}")
+        stats += json.loads(stats_path.read_text())  # rows of all parts: their totals add up
+        records += _read_records(Path(f"{own}.records.jsonl"))
     return run_figures(policy, spec.rate, spec.duration_s, len(build_trace(spec)), stats, records)
 
 
@@ -172,7 +202,7 @@ def run_capacity(args: argparse.Namespace) -> int:
     settings = SweepSettings(spec=spec, rates=args.rates, target=QoETarget(args.target, args.target_level),
                              refine=args.refine, min_gap=args.min_gap, stop_on_miss=not args.all_rates,
                              drain_timeout_s=args.drain_timeout, max_users=args.max_users,
-                             locustfile=Path(args.locustfile))
+                             locustfile=Path(args.locustfile), processes=getattr(args, "processes", 1))
     if not settings.locustfile.exists():
         raise ValueError(f"--locustfile: {settings.locustfile} does not exist (run from a checkout of the repo)")
     out_dir = Path(args.output_dir)

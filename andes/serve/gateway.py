@@ -31,6 +31,7 @@ from andes.serve import errors, openapi, page
 from andes.serve.auth import Access
 from andes.serve.gateway_metrics import GatewayMetrics
 from andes.serve.metrics import null_factory, ray_factory
+from andes.serve.coalesce import hold_rule
 from andes.serve.protocol import Job
 from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.readiness import not_ready
@@ -111,6 +112,7 @@ class Gateway:
 
     def _call(self, job: Job):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
-        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True)
+        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True,
+                                             hold_rule(self.config, job.coalesce))
         return events, events.cancel
 

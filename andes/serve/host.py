@@ -9,6 +9,10 @@ runs in plain asyncio tests with a virtual clock. Contract:
   the error naming the field) -- gets one final ``error`` event; with ``announce`` an accepted
   request's first event is an empty one, sent as soon as the engine took it, so the caller
   knows which answer it has before the first token;
+  with a ``HoldRule`` it also holds tokens the client's reader will not need yet
+  (``andes.serve.coalesce``: the first token and the final event are never held). Holding
+  here, on the replica, spares every hop after it: each event crosses Ray to the gateway and
+  is written again by the gateway and Serve's proxy;
 - when the consumer stops early (Ray Serve cancels the generator on client disconnect) the
   engine request is aborted and its KV memory freed before ``generate`` returns;
 - ``reconfigure`` switches the policy between engine steps without restarting the engine;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
@@ -34,6 +39,7 @@ from andes.engines import build_engine
 from andes.engines.base import Engine, EngineRequest, ExpectationUpdate, TokenEvent
 from andes.expectations import estimate_prompt_tokens
 from andes.serve.admission import Admission, decide
+from andes.serve.coalesce import Coalescer, HoldRule
 
 __all__ = ["EngineHost", "merge_events"]
 
@@ -56,6 +62,18 @@ def merge_events(events: list[TokenEvent]) -> TokenEvent:
         token_ids=tuple(tok for ev in events for tok in ev.token_ids),
         text="".join(ev.text for ev in events),
     )
+
+
+async def _get_by(ready: asyncio.Queue, timeout: float) -> TokenEvent | None:
+    """The next queued event, waiting at most ``timeout`` seconds; ``None`` if none came."""
+    if not ready.empty() or timeout == math.inf:
+        return await ready.get()
+    if timeout <= 0:
+        return None
+    try:
+        return await asyncio.wait_for(ready.get(), timeout)
+    except asyncio.TimeoutError:
+        return None
 
 
 class EngineHost:
@@ -143,8 +161,8 @@ class EngineHost:
         return stats_from_report(report, self._latency, now=now).as_metrics()
 
     async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
-                       announce: bool = False) -> AsyncIterator[TokenEvent]:
-        """Stream ``request``; see the module docstring."""
+                       announce: bool = False, hold: HoldRule | None = None) -> AsyncIterator[TokenEvent]:
+        """Stream ``request``; see the module docstring (``hold``: reader-aware coalescing)."""
         engine = self.engine  # a reconfigure that swaps engines must not strand this stream
         admission = self.admission(request)
         if not admission.accept:
@@ -160,17 +178,33 @@ class EngineHost:
             return
         ready: asyncio.Queue[TokenEvent] = asyncio.Queue()
         pump = asyncio.ensure_future(self._pump(stream, ready, request.request_id))
-        finished = False
+        coalescer = None if hold is None else Coalescer(request.tds, hold)
+        held: list[TokenEvent] = []
+        num_tokens, finished = 0, False
         try:
             if announce:
                 yield TokenEvent(request.request_id, 0, (), "", self._clock())
             while not finished:
-                batch = [await ready.get()]
-                num_tokens = len(batch[0].token_ids)
-                while not batch[-1].is_final and not ready.empty() and num_tokens < max_tokens_per_event:
-                    batch.append(ready.get_nowait())
-                    num_tokens += len(batch[-1].token_ids)
-                event = merge_events(batch)
+                if not held:
+                    new = [await ready.get()]
+                else:  # holding: the next tokens, or nothing when the hold runs out first
+                    event = await _get_by(ready, coalescer.deadline() - self._clock())
+                    new = [] if event is None else [event]
+                num_new = sum(len(ev.token_ids) for ev in new)
+                while new and not new[-1].is_final and not ready.empty() \
+                        and num_tokens + num_new < max_tokens_per_event:
+                    new.append(ready.get_nowait())
+                    num_new += len(new[-1].token_ids)
+                held += new
+                num_tokens += num_new
+                if coalescer is not None:
+                    now = self._clock()
+                    coalescer.add(num_new, now)
+                    if not (held[-1].is_final or num_tokens >= max_tokens_per_event or coalescer.due(now)):
+                        continue
+                    coalescer.sent(now)
+                event = merge_events(held)
+                held, num_tokens = [], 0
                 finished = event.is_final
                 if finished:
                     self.num_finished[event.finish_reason] += 1

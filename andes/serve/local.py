@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from andes.config import ServeConfig, load_config
 from andes.serve import errors, openapi, page
 from andes.serve.auth import Access
+from andes.serve.coalesce import hold_rule
 from andes.serve.host import EngineHost
 from andes.serve.protocol import Job
 from andes.serve.reader import READER_PATH, reader_response
@@ -44,7 +45,8 @@ def make_local_app(config: ServeConfig | Mapping[str, Any] | None = None) -> Fas
     access = Access.from_config(gateway.auth)
 
     def call(job: Job):
-        events = host.generate(job.engine_request(), gateway.max_tokens_per_event, announce=True)
+        events = host.generate(job.engine_request(), gateway.max_tokens_per_event, announce=True,
+                               hold=hold_rule(gateway, job.coalesce))
         return events, events.aclose
 
     @app.get("/health")

@@ -87,6 +87,9 @@ class _Common(BaseModel):
     """Expected token delivery speed (tokens/s); default from the service class."""
     service_class: str | None = None
     stream_options: _StreamOptions | None = None
+    coalesce: bool | None = None
+    """Andes extension: ``false`` sends every token as soon as it is ready (no reader-aware
+    holds, ``andes.serve.coalesce``); default: the gateway's ``coalesce.enabled``."""
     user: str | None = Field(None, max_length=256)
     """End-user id: written in the request's log line."""
     # Sampling: passed to the engine, which refuses what it cannot apply (400 naming the field).
@@ -193,7 +196,7 @@ def parse_request(route: Route, raw: bytes, config: GatewayConfig, arrival: floa
     return Job(route=route, model=config.model_name, stream=body.stream, prompt=prompt,
                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, engine_times=engine_times,
                ttft=ttft, tds=tds, arrival=arrival, sampling=body.sampling(), user=body.user,
-               service_class=body.service_class or config.default_service_class)
+               service_class=body.service_class or config.default_service_class, coalesce=body.coalesce)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -247,6 +250,7 @@ class Job:
     sampling: dict[str, Any] = field(default_factory=dict)  # the OpenAI sampling fields given
     user: str | None = None
     tenant: str = "anonymous"  # the API key's tenant (andes.serve.auth)
+    coalesce: bool | None = None  # the request's "coalesce" (None: the gateway's setting)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 

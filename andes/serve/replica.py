@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 from ray import serve
 
 from andes.engines.base import EngineRequest, ExpectationUpdate, TokenEvent
+from andes.serve.coalesce import HoldRule
 from andes.serve.host import EngineHost
 from andes.serve.metrics import ray_factory
 from andes.serve.replica_metrics import ReplicaSampler
@@ -57,9 +58,10 @@ class EngineReplica:
             self.sampler.start()
 
     async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
-                       announce: bool = False) -> AsyncIterator[TokenEvent]:
-        """Stream ``request`` (the router reads it too); the last event is final."""
-        async for event in self.host.generate(request, max_tokens_per_event, announce):
+                       announce: bool = False, hold: HoldRule | None = None) -> AsyncIterator[TokenEvent]:
+        """Stream ``request`` (the router reads it too); the last event is final. ``hold``:
+        reader-aware coalescing, done here so that held tokens never cross Ray one by one."""
+        async for event in self.host.generate(request, max_tokens_per_event, announce, hold):
             yield event
 
     async def update_expectations(self, request_id: str, update: ExpectationUpdate, attempt: int = 0) -> bool:
