@@ -54,7 +54,7 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
     return json.loads(line.removeprefix("BLOCKED IMPORTS:"))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["bound", "--help"], ["capacity", "--help"], ["profile", "--help"],
                                   ["chat", "--help"], ["dashboard", "push", "--help"], ["top", "--help"]],
                          ids=" ".join)
 @pytest.mark.subprocess
