@@ -31,9 +31,9 @@ MIN_TTFT_S = 1e-3
 value is a unit mistake."""
 MAX_TTFT_S = 3600.0
 """Largest accepted ttft: an hour-long expectation is a unit mistake, not a service level."""
-MIN_TDS = 1e-3
-"""Smallest accepted tds (tokens/s): one token per quarter hour is no reader; a reading
-interval near 1e300 s would overflow the QoE areas."""
+MIN_TDS = 0.01
+"""Smallest accepted tds (tokens/s), as the served API's: a token every 100 s is no reader, and
+values near 0 would overflow the QoE arithmetic (1 / tds)."""
 MAX_TDS = 1000.0
 """Largest accepted tds (tokens/s): far beyond any reader or voice, so surely a unit mistake."""
 

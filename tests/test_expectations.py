@@ -36,7 +36,7 @@ def test_validate_rejects_values_no_reader_has_naming_the_field(ttft, tds, field
 def test_an_absurd_magnitude_is_refused_with_the_bound():
     with pytest.raises(ValueError, match=r"^ttft: .* in \[0.001, 3600\] \(got 1e-300\)$"):
         validate_expectations(1e-300, 4.8)
-    with pytest.raises(ValueError, match=r"^tds: .* in \[0.001, 1000\] \(got 1e-300\)$"):
+    with pytest.raises(ValueError, match=r"^tds: .* in \[0.01, 1000\] \(got 1e-300\)$"):
         validate_expectations(1.0, 1e-300)
 
 
