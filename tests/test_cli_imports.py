@@ -54,7 +54,7 @@ def blocked_attempts(result: subprocess.CompletedProcess) -> list[str]:
     return json.loads(line.removeprefix("BLOCKED IMPORTS:"))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["bound", "--help"], ["capacity", "--help"], ["profile", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["capacity", "--help"], ["profile", "--help"],
                                   ["chat", "--help"], ["dashboard", "push", "--help"], ["top", "--help"]],
                          ids=" ".join)
 @pytest.mark.subprocess
@@ -63,6 +63,17 @@ def test_help_needs_only_the_core(argv, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: andes")
     assert blocked_attempts(result) == []
+
+
+@pytest.mark.subprocess
+def test_bound_runs_with_only_the_core(tmp_path):
+    assert run_core_only("trace", "--kind", "poisson", "--rate", "3", "--num-requests", "20", "--seed", "1",
+                         "-o", "t.jsonl", cwd=tmp_path).returncode == 0
+    for argv in (["bound", "--help"], ["bound", "--trace", "t.jsonl"]):
+        result = run_core_only(*argv, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert blocked_attempts(result) == []
+    assert json.loads(result.stdout)["num_requests"] == 20
 
 
 @pytest.mark.subprocess
