@@ -21,13 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "DEFAULT_SERVICE_CLASS", "DEFAULT_SERVICE_CLASSES", "ExpectationRules", "ExpectationUpdate", "MAX_TDS",
-    "MAX_TTFT_S",
+    "MAX_TTFT_S", "MIN_TDS", "MIN_TTFT_S",
     "ServiceClass", "default_ttft", "estimate_prompt_tokens", "resolve_expectations",
     "validate_expectations",
 ]
 
+MIN_TTFT_S = 1e-3
+"""Smallest accepted ttft: no network delivers a first token within a millisecond, so a smaller
+value is a unit mistake."""
 MAX_TTFT_S = 3600.0
 """Largest accepted ttft: an hour-long expectation is a unit mistake, not a service level."""
+MIN_TDS = 0.01
+"""Smallest accepted tds (tokens/s), as the served API's: a token every 100 s is no reader, and
+values near 0 would overflow the QoE arithmetic (1 / tds)."""
 MAX_TDS = 1000.0
 """Largest accepted tds (tokens/s): far beyond any reader or voice, so surely a unit mistake."""
 
@@ -35,10 +41,12 @@ MAX_TDS = 1000.0
 def validate_expectations(ttft: Any, tds: Any) -> None:
     """Reject expectations no reader could have, naming the field (``ttft: ...``, ``tds: ...``)."""
     # bool is an int in Python: ``ttft=True`` is a client bug, not one second.
-    if isinstance(ttft, bool) or not (isinstance(ttft, (int, float)) and math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
-        raise ValueError(f"ttft: must be a finite number of seconds in (0, {MAX_TTFT_S:g}] (got {ttft!r})")
-    if isinstance(tds, bool) or not (isinstance(tds, (int, float)) and math.isfinite(tds) and 0 < tds <= MAX_TDS):
-        raise ValueError(f"tds: must be a finite tokens/s rate in (0, {MAX_TDS:g}] (got {tds!r})")
+    if isinstance(ttft, bool) or not (isinstance(ttft, (int, float)) and math.isfinite(ttft)
+                                      and MIN_TTFT_S <= ttft <= MAX_TTFT_S):
+        raise ValueError(f"ttft: must be a finite number of seconds in [{MIN_TTFT_S:g}, {MAX_TTFT_S:g}] "
+                         f"(got {ttft!r})")
+    if isinstance(tds, bool) or not (isinstance(tds, (int, float)) and math.isfinite(tds) and MIN_TDS <= tds <= MAX_TDS):
+        raise ValueError(f"tds: must be a finite tokens/s rate in [{MIN_TDS:g}, {MAX_TDS:g}] (got {tds!r})")
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ def estimate_prompt_tokens(text: str) -> int:
 
 
 _Share = Annotated[float, Field(ge=0)]
-_Tds = Annotated[float, Field(gt=0, le=MAX_TDS)]
+_Tds = Annotated[float, Field(ge=MIN_TDS, le=MAX_TDS)]
 
 
 class ServiceClass(BaseModel):
@@ -89,7 +97,7 @@ class ServiceClass(BaseModel):
 
     tds: _Tds
     """Tokens/s the reader (or voice) digests; a request of this class without ``tds`` gets it."""
-    ttft: float | None = Field(None, gt=0, le=MAX_TTFT_S)
+    ttft: float | None = Field(None, ge=MIN_TTFT_S, le=MAX_TTFT_S)
     """Expected time to first token; ``None``: ``default_ttft(prompt_tokens)``."""
     tds_mix: tuple[tuple[_Share, _Tds], ...] | None = Field(None, min_length=1)
     """The class's readers as ``(share, tds)`` pairs, for generated traces (``andes.workload``);

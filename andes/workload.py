@@ -14,8 +14,8 @@ JSONL format, one request per line (extra keys are ignored, blank lines skipped)
     {"arrival": 0.31, "prompt_tokens": 120, "output_tokens": 401, "ttft": 1.0, "tds": 4.35,
      "class": "text"}
 
-``arrival`` is seconds (need not start at 0, must be non-decreasing), ``ttft`` seconds,
-``tds`` tokens/s; ``class`` is optional.
+``arrival`` is seconds (need not start at 0, must be non-decreasing, at most ``MAX_ARRIVAL_S``),
+``ttft`` seconds and ``tds`` tokens/s within ``andes.expectations``' bounds; ``class`` is optional.
 """
 
 from __future__ import annotations
@@ -31,13 +31,18 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from andes.expectations import DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, ServiceClass, default_ttft
+from andes.expectations import (DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, MIN_TDS, MIN_TTFT_S, ServiceClass,
+                                default_ttft)
 
 __all__ = [
-    "LengthDistribution", "TEXT_ONLY", "TraceFormatError", "TraceRequest", "burst_arrivals",
+    "LengthDistribution", "MAX_ARRIVAL_S", "TEXT_ONLY", "TraceFormatError", "TraceRequest", "burst_arrivals",
     "gamma_arrivals", "generate_trace", "make_trace", "poisson_arrivals", "read_trace",
     "write_trace",
 ]
+
+MAX_ARRIVAL_S = 1e7
+"""Largest accepted arrival time (about 116 days): a trace is replayed in one run, so a larger
+value is a unit mistake (e.g. milliseconds, or epoch seconds not made relative)."""
 
 # Spawn keys of the independent streams derived from one seed (see module docstring).
 _ARRIVALS, _PROMPTS, _OUTPUTS, _CLASSES, _TDS = range(5)
@@ -72,8 +77,8 @@ def _as_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _as_float(name: str, value: Any, *, positive: bool, upper: float = math.inf) -> float:
-    if type(value) is float and math.isfinite(value) and value <= upper \
+def _as_float(name: str, value: Any, *, positive: bool, upper: float = math.inf, lower: float = 0.0) -> float:
+    if type(value) is float and math.isfinite(value) and lower <= value <= upper \
             and (value > 0.0 if positive else value >= 0.0):
         return value  # fast path: traces hold millions of these
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -87,6 +92,8 @@ def _as_float(name: str, value: Any, *, positive: bool, upper: float = math.inf)
         raise _FieldError(name, f"must be >= 0 (got {value!r})")
     if x > upper:
         raise _FieldError(name, f"must be <= {upper:g} (got {value!r})")
+    if x < lower:
+        raise _FieldError(name, f"must be >= {lower:g} (got {value!r})")
     return x
 
 
@@ -110,11 +117,11 @@ class TraceRequest:
 
     def __post_init__(self) -> None:
         checked = {
-            "arrival": _as_float("arrival", self.arrival, positive=False),
+            "arrival": _as_float("arrival", self.arrival, positive=False, upper=MAX_ARRIVAL_S),
             "prompt_tokens": _as_int("prompt_tokens", self.prompt_tokens),
             "output_tokens": _as_int("output_tokens", self.output_tokens),
-            "ttft": _as_float("ttft", self.ttft, positive=True, upper=MAX_TTFT_S),
-            "tds": _as_float("tds", self.tds, positive=True, upper=MAX_TDS),
+            "ttft": _as_float("ttft", self.ttft, positive=True, upper=MAX_TTFT_S, lower=MIN_TTFT_S),
+            "tds": _as_float("tds", self.tds, positive=True, upper=MAX_TDS, lower=MIN_TDS),
         }
         if self.cls is not None and not isinstance(self.cls, str):
             raise _FieldError("class", f"must be a string or null (got {self.cls!r})")
@@ -388,12 +395,24 @@ def _parse_record(raw: bytes) -> TraceRequest:
                         record["ttft"], record["tds"], record.get("class"))
 
 
-def read_trace(path: str | os.PathLike) -> list[TraceRequest]:
+def _check_length(request: TraceRequest, limit: int) -> None:
+    """Refuse a request longer than the engine's ``limit`` (prompt + output tokens), naming the field."""
+    if request.prompt_tokens >= limit:
+        raise _FieldError("prompt_tokens", f"{request.prompt_tokens} exceeds the engine's limit of {limit} tokens "
+                                           f"per request, at least one of them generated")
+    if request.prompt_tokens + request.output_tokens > limit:
+        raise _FieldError("output_tokens", f"{request.output_tokens} after {request.prompt_tokens} prompt tokens "
+                                           f"exceeds the engine's limit of {limit} tokens per request")
+
+
+def read_trace(path: str | os.PathLike, *, max_request_tokens: int | None = None) -> list[TraceRequest]:
     """Read a JSONL trace (ours or a production one in the same format), validating each line.
 
     Unknown keys are ignored and blank lines skipped. Arrivals must be non-decreasing: a
     decreasing one is reported rather than silently re-ordered, as it usually means a merged
-    or truncated file. Every problem raises ``TraceFormatError`` naming the line and field.
+    or truncated file. With ``max_request_tokens`` (the engine's limit,
+    ``LatencyProfile.max_request_tokens``) a longer request is refused, never clipped. Every
+    problem raises ``TraceFormatError`` naming the line and field.
     """
     trace: list[TraceRequest] = []
     with open(path, "rb") as f:  # bytes, so a bad encoding is reported with its line number
@@ -402,6 +421,8 @@ def read_trace(path: str | os.PathLike) -> list[TraceRequest]:
                 continue
             try:
                 request = _parse_record(text)
+                if max_request_tokens is not None:
+                    _check_length(request, max_request_tokens)
             except _FieldError as exc:
                 raise TraceFormatError(path, line_no, exc.field, exc.reason) from None
             if trace and request.arrival < trace[-1].arrival:

@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+from andes.bound import fluid_bound
 from andes.cli import main
-from andes.workload import make_trace, write_trace
+from andes.latency import DEFAULT_PROFILE, load_profile
+from andes.workload import TraceRequest, make_trace, write_trace
 
 
 def test_bench_sweep_writes_records_summary_and_plots(tmp_path, capsys):
@@ -62,3 +64,68 @@ def test_bad_flag_value_is_a_usage_error():
 def test_profiles_lists_the_default(capsys):
     assert main(["profiles"]) == 0
     assert "llama2-13b-a100" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- inputs checked against the engine
+LIMIT = 4096  # the default profile's max_model_len (its KV cache holds more)
+
+
+def long_trace(path, prompt_tokens: int, output_tokens: int) -> None:
+    """Two valid requests, a blank line, then one request of the given lengths (file line 4)."""
+    rows = [TraceRequest(0.0, 100, 50, 1.0, 4.8), TraceRequest(0.5, 3000, 1000, 1.0, 4.8),
+            TraceRequest(1.0, prompt_tokens, output_tokens, 1.0, 4.8)]
+    lines = [json.dumps(r.to_json()) for r in rows]
+    path.write_text("\n".join([lines[0], lines[1], "", lines[2]]) + "\n")
+
+
+@pytest.mark.parametrize("command", [["simulate"], ["bench", "--no-plots", "--no-progress", "--jobs", "1"],
+                                     ["bound"]], ids=lambda c: c[0])
+@pytest.mark.parametrize("prompt,output,field", [(3000, 1097, "output_tokens"), (4096, 1, "prompt_tokens")])
+def test_a_request_longer_than_the_engine_limit_is_an_error(tmp_path, capsys, command, prompt, output, field):
+    path = tmp_path / "long.jsonl"
+    long_trace(path, prompt, output)
+    out_dir = ["--out", str(tmp_path / "out")] if command[0] == "bench" else []
+    assert main([*command, "--trace", str(path), *out_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"andes {command[0]}: error: long.jsonl line 4: field '{field}': ")
+    assert f"limit of {LIMIT} tokens per request" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("command", ["simulate", "bench", "bound"])
+def test_an_empty_trace_is_an_error(tmp_path, capsys, command):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n")
+    assert main([command, "--trace", str(path), *(["--out", str(tmp_path / "out")] if command == "bench" else [])]) == 2
+    assert capsys.readouterr().err == f"andes {command}: error: empty.jsonl: holds no requests\n"
+
+
+def test_a_request_at_the_limit_runs(tmp_path, capsys):
+    path = tmp_path / "edge.jsonl"
+    long_trace(path, 3000, 1096)  # 4,096 tokens: exactly the limit
+    assert main(["simulate", "--trace", str(path), "--policy", "fcfs"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_requests"] == 3
+
+
+def test_bound_prints_the_fluid_bound_of_the_trace(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    trace = make_trace("poisson", 40.0, 300, seed=2)  # work about 7x the arrival span on the 13B profile
+    write_trace(path, trace)
+    assert main(["bound", "--trace", str(path)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    expected = fluid_bound(trace, load_profile(DEFAULT_PROFILE)).as_dict()
+    assert rec == {"trace": "t.jsonl", "profile": DEFAULT_PROFILE, "num_requests": 300, **expected}
+    assert rec["work_over_span"] > 1.0  # overloaded even for the fluid engine: not everyone is on time
+    assert rec["p10_qoe"] < rec["mean_qoe"] < 1.0 and 0.0 < rec["share_qoe_ge_095"] < 1.0
+
+
+def test_bound_uses_the_profile_it_is_given(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, make_trace("poisson", 6.0, 150, seed=2))
+    loads = []
+    for profile in ("llama2-13b-a100", "llama2-70b-a100x4"):
+        assert main(["bound", "--trace", str(path), "--profile", profile]) == 0
+        rec = json.loads(capsys.readouterr().out)
+        assert rec["profile"] == profile
+        loads.append(rec["work_over_span"])
+    assert loads[0] > loads[1]  # the 70B profile's cheapest token costs less (10x less per context token)

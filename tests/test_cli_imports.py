@@ -67,6 +67,17 @@ def test_help_needs_only_the_core(argv, tmp_path):
 
 
 @pytest.mark.subprocess
+def test_bound_runs_with_only_the_core(tmp_path):
+    assert run_core_only("trace", "--kind", "poisson", "--rate", "3", "--num-requests", "20", "--seed", "1",
+                         "-o", "t.jsonl", cwd=tmp_path).returncode == 0
+    for argv in (["bound", "--help"], ["bound", "--trace", "t.jsonl"]):
+        result = run_core_only(*argv, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert blocked_attempts(result) == []
+    assert json.loads(result.stdout)["num_requests"] == 20
+
+
+@pytest.mark.subprocess
 def test_trace_runs_with_only_the_core(tmp_path):
     result = run_core_only("trace", "--kind", "gamma", "--rate", "3", "--num-requests", "25", "--seed", "1",
                            "-o", "t.jsonl", cwd=tmp_path)

@@ -7,7 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from andes.expectations import (DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, ExpectationRules, ServiceClass,
+from andes.expectations import (DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, MIN_TDS, MIN_TTFT_S, ExpectationRules,
+                                ServiceClass,
                                 default_ttft, estimate_prompt_tokens, resolve_expectations,
                                 validate_expectations)
 
@@ -15,6 +16,7 @@ from andes.expectations import (DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, Ex
 def test_validate_accepts_the_edges_of_the_range():
     validate_expectations(1.0, 4.8)
     validate_expectations(MAX_TTFT_S, MAX_TDS)
+    validate_expectations(MIN_TTFT_S, MIN_TDS)
     validate_expectations(1, 5)  # ints are numbers of seconds / tokens per second
 
 
@@ -22,12 +24,20 @@ def test_validate_accepts_the_edges_of_the_range():
     (0, 4.8, "ttft"), (-1.0, 4.8, "ttft"), (MAX_TTFT_S * 1.001, 4.8, "ttft"), (math.inf, 4.8, "ttft"),
     (math.nan, 4.8, "ttft"), ("1", 4.8, "ttft"), (None, 4.8, "ttft"), (True, 4.8, "ttft"),
     (1.0, 0.0, "tds"), (1.0, MAX_TDS + 1, "tds"), (1.0, math.nan, "tds"), (1.0, True, "tds"),
-    (1.0, False, "tds"), (1.0, "fast", "tds"),
+    (1.0, False, "tds"), (1.0, "fast", "tds"), (1e-300, 4.8, "ttft"), (MIN_TTFT_S * 0.999, 4.8, "ttft"),
+    (1.0, 1e-300, "tds"), (1.0, MIN_TDS * 0.999, "tds"),
 ])
 def test_validate_rejects_values_no_reader_has_naming_the_field(ttft, tds, field):
     with pytest.raises(ValueError, match=f"^{field}: ") as info:
         validate_expectations(ttft, tds)
     assert repr(ttft if field == "ttft" else tds) in str(info.value)
+
+
+def test_an_absurd_magnitude_is_refused_with_the_bound():
+    with pytest.raises(ValueError, match=r"^ttft: .* in \[0.001, 3600\] \(got 1e-300\)$"):
+        validate_expectations(1e-300, 4.8)
+    with pytest.raises(ValueError, match=r"^tds: .* in \[0.01, 1000\] \(got 1e-300\)$"):
+        validate_expectations(1.0, 1e-300)
 
 
 def test_default_ttft_is_one_second_or_prefill_bound_and_capped():

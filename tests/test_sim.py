@@ -205,22 +205,32 @@ def test_oracle_andes_finishes_every_request():
     assert all(o.status == "finished" and o.token_times.size == 30 for o in result.outcomes)
 
 
-def test_requests_longer_than_max_model_len_are_clipped():
-    # max_model_len 64 with room for 128 tokens of KV: a 100-token prompt keeps 63 tokens and
-    # gets 1 output token; a 30-token prompt asking for 100 tokens gets 34.
-    trace = make_trace((0.0, 100, 5), (0.0, 30, 100))
-    result = simulate(trace, FCFSPolicy(), make_latency(num_gpu_blocks=32))
-    assert [o.token_times.size for o in result.outcomes] == [1, 34]
-    assert all(o.status == "finished" for o in result.outcomes)
+@pytest.mark.parametrize("prompt,output,index", [(64, 1, 1), (30, 35, 1), (100, 5, 1)])
+def test_a_request_longer_than_the_context_is_an_error_not_clipped(prompt, output, index):
+    # max_model_len 64 with room for 128 tokens of KV: a request of 65 tokens or more is refused,
+    # before any step runs, naming the request and the limit.
+    trace = make_trace((0.0, 30, 34), (0.5, prompt, output))
+    with pytest.raises(ValueError, match=rf"trace request {index} \(arrival 0.5 s\): prompt_tokens {prompt} "
+                                         rf"\+ output_tokens {output} exceed the engine's limit of 64 tokens"):
+        simulate(trace, FCFSPolicy(), make_latency(num_gpu_blocks=32))
+
+
+def test_the_core_refuses_a_request_longer_than_the_kv_cache():
+    # 16 blocks of 4 tokens and max_model_len 100: the KV cache (64 tokens) is the limit.
+    core = SimCore(FCFSPolicy(), make_latency(max_model_len=100))
+    with pytest.raises(ValueError, match=r"request arriving at 2.0 s: .* limit of 64 tokens"):
+        core.add_request(2.0, 60, 5, 1.0, 4.0)
+    assert core.num_slots == 0 and core.waiting.size == 0  # nothing half-added
 
 
 def test_a_context_of_exactly_the_kv_capacity_fits():
     # 16 blocks of 4 tokens hold exactly max_model_len = 64 tokens: the last token's context
     # (prompt + outputs before it) is 63 and its step needs ceil(64 / 4) = 16 blocks.
-    trace = make_trace((0.0, 100, 5), (0.0, 30, 100))
+    trace = make_trace((0.0, 63, 1), (0.0, 30, 34))
     for policy in POLICIES:
         result = simulate(trace, policy, LAT)
         assert [o.token_times.size for o in result.outcomes] == [1, 34]
+        assert all(o.status == "finished" for o in result.outcomes)
 
 
 def test_simulation_is_deterministic():

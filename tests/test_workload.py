@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from andes.cli.trace import add_trace_parser
 from andes.expectations import DEFAULT_SERVICE_CLASSES, ServiceClass
 from andes.workload import (
+    MAX_ARRIVAL_S,
     LengthDistribution,
     TraceFormatError,
     TraceRequest,
@@ -223,6 +224,7 @@ def test_unsorted_arrivals_rejected_by_generate():
 @pytest.mark.parametrize("field,value", [
     ("arrival", -1.0), ("arrival", math.nan), ("prompt_tokens", 0), ("prompt_tokens", 1.5),
     ("output_tokens", True), ("ttft", 0.0), ("ttft", 3601.0), ("tds", math.inf), ("tds", 1001.0),
+    ("arrival", 1e300), ("arrival", MAX_ARRIVAL_S * 1.001), ("ttft", 1e-300), ("ttft", 9.99e-4), ("tds", 1e-300),
 ])
 def test_trace_request_rejects_invalid_field(field, value):
     fields = dict(arrival=0.0, prompt_tokens=1, output_tokens=1, ttft=1.0, tds=4.0)
@@ -247,8 +249,8 @@ def test_write_read_roundtrip(tmp_path):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1e6), st.integers(1, 10**6), st.integers(1, 10**6),
-                          st.floats(1e-6, 3600), st.floats(1e-6, 1000),
+@given(st.lists(st.tuples(st.floats(0, 1e7), st.integers(1, 10**6), st.integers(1, 10**6),
+                          st.floats(1e-3, 3600), st.floats(0.01, 1000),
                           st.one_of(st.none(), st.text(max_size=5))), max_size=20))
 def test_roundtrip_any_valid_trace(tmp_path_factory, rows):
     trace = sorted((TraceRequest(*row) for row in rows), key=lambda r: r.arrival)
@@ -281,6 +283,9 @@ def test_read_accepts_production_style_file(tmp_path):
     (json.dumps(request(arrival="soon")), "arrival", "number"),
     (json.dumps(request(arrival=0.1)), "arrival", "previous arrival"),
     (json.dumps(request(**{"class": 3})), "class", "string"),
+    (json.dumps(request(arrival=1e300)), "arrival", "must be <= 1e+07 (got 1e+300)"),
+    (json.dumps(request(ttft=1e-300)), "ttft", "must be >= 0.001 (got 1e-300)"),
+    (json.dumps(request(tds=1e-300)), "tds", "must be >= 0.01 (got 1e-300)"),
 ])
 def test_malformed_line_names_line_and_field(tmp_path, bad_line, field, reason):
     path = tmp_path / "trace.jsonl"
@@ -293,6 +298,22 @@ def test_malformed_line_names_line_and_field(tmp_path, bad_line, field, reason):
     assert reason in str(err)
     if field:
         assert f"field '{field}'" in str(err)
+
+
+@pytest.mark.parametrize("prompt,output,field,reason", [
+    (100, 1, "prompt_tokens", "100 exceeds the engine's limit of 100 tokens per request, at least one of them "
+                              "generated"),
+    (60, 41, "output_tokens", "41 after 60 prompt tokens exceeds the engine's limit of 100 tokens per request"),
+])
+def test_a_request_longer_than_the_engine_limit_names_line_and_field(tmp_path, prompt, output, field, reason):
+    path = tmp_path / "long.jsonl"
+    write_lines(path, [json.dumps(request(prompt_tokens=60, output_tokens=40)), "",
+                       json.dumps(request(prompt_tokens=prompt, output_tokens=output))])
+    assert len(read_trace(path)) == 2  # no limit given: nothing to check against
+    with pytest.raises(TraceFormatError) as info:
+        read_trace(path, max_request_tokens=100)
+    assert (info.value.line, info.value.field) == (3, field)
+    assert str(info.value) == f"long.jsonl line 3: field '{field}': {reason}"
 
 
 def test_non_utf8_line_names_line(tmp_path):

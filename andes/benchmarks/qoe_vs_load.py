@@ -22,9 +22,8 @@ from typing import Any, Sequence
 
 from andes.benchmarks.args import ascending_positive_floats, names, positive_int
 from andes.benchmarks.report import json_ready, format_table, plot_metrics, write_json
-from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, run_jobs
-from andes.latency import DEFAULT_PROFILE
-from andes.workload import read_trace
+from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, load_trace, run_jobs
+from andes.latency import DEFAULT_PROFILE, load_profile
 
 __all__ = ["add_arguments", "capacity", "main", "run"]
 
@@ -122,7 +121,7 @@ def run(args) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.trace:
-        trace = tuple(read_trace(args.trace))
+        trace = load_trace(args.trace, load_profile(args.profile))
         jobs = [Job(p, trace, args.profile, trace_label=Path(args.trace).name) for p in args.policies]
         records = run_jobs(jobs, workers=args.jobs, desc="replaying", progress=not args.no_progress)
         print(format_table(records, TABLE_COLUMNS))

@@ -12,15 +12,16 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from andes.engines.sim import simulate
 from andes.latency import LatencyModel, load_profile
 from andes.qoe import summarize
 from andes.scheduler import POLICY_NAMES, make_policy
-from andes.workload import TraceRequest, make_trace
+from andes.workload import TraceRequest, make_trace, read_trace
 
-__all__ = ["BENCH_POLICIES", "Job", "TraceSpec", "run_jobs", "run_one"]
+__all__ = ["BENCH_POLICIES", "Job", "TraceSpec", "load_trace", "run_jobs", "run_one"]
 
 # "andes_oracle" is Andes told every request's true output length: the upper reference line.
 BENCH_POLICIES = (*POLICY_NAMES, "andes_oracle")
@@ -66,6 +67,18 @@ class Job:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def load_trace(path: str | os.PathLike, latency: LatencyModel) -> tuple[TraceRequest, ...]:
+    """A JSONL trace checked against the engine that will run it.
+
+    A request longer than the profile's limit is refused with its line and field (the simulator
+    never clips one), and a file without requests is an error, not a run that scores nothing.
+    """
+    trace = read_trace(path, max_request_tokens=latency.profile.max_request_tokens)
+    if not trace:
+        raise ValueError(f"{Path(path).name}: holds no requests")
+    return tuple(trace)
+
+
 def _policy_for(name: str, settings: dict[str, Any]):
     if name == "andes_oracle":
         return make_policy("andes", **settings), True
@@ -80,6 +93,8 @@ def run_one(job: Job, latency: LatencyModel | None = None) -> dict[str, Any]:
     if isinstance(job.trace, TraceSpec):
         trace, label, rate = job.trace.build(), job.trace_label or job.trace.label, job.trace.rate
     else:
+        if not job.trace:
+            raise ValueError("trace: holds no requests")
         trace, label = list(job.trace), job.trace_label or "file"
         span = trace[-1].arrival - trace[0].arrival if len(trace) > 1 else 0.0
         rate = (len(trace) - 1) / span if span > 0 else math.nan

@@ -2,6 +2,7 @@
 
 - ``andes trace``: write a synthetic trace (JSONL);
 - ``andes simulate``: run one policy on a trace in virtual time and print its QoE summary;
+- ``andes bound``: the QoE a trace reaches on an idealised (fluid) engine (``andes.bound``);
 - ``andes bench``: QoE against load for every policy (``bench/qoe_vs_load.py``);
 - ``andes profiles``: list the latency profiles shipped with the package;
 - ``andes model tiny DIR``: build the tiny local Llama for tests and CPU demos;
@@ -23,6 +24,7 @@ import json
 import sys
 from typing import Sequence
 
+from andes.cli.bound import add_bound_parser
 from andes.cli.capacity import add_capacity_parser
 from andes.cli.k8s import add_k8s_parser
 from andes.cli.observe import add_dashboard_parser, add_top_parser
@@ -34,11 +36,11 @@ __all__ = ["main"]
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from andes.benchmarks.runner import Job, TraceSpec, run_one
-    from andes.workload import read_trace
+    from andes.benchmarks.runner import Job, TraceSpec, load_trace, run_one
+    from andes.latency import load_profile
 
     if args.trace:
-        trace = tuple(read_trace(args.trace))
+        trace = load_trace(args.trace, load_profile(args.profile))
     else:
         trace = TraceSpec(args.kind, args.rate, args.num_requests, args.seed)  # type: ignore[assignment]
     record = run_one(Job(args.policy, trace, args.profile))
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", choices=BENCH_POLICIES, default="andes")
     sim.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile name or JSON file")
     sim.set_defaults(func=_simulate)
+    add_bound_parser(sub, DEFAULT_PROFILE)
 
     bench = sub.add_parser("bench", help="QoE vs load for every policy (tables, JSON, plots)")
     add_arguments(bench)

@@ -102,6 +102,12 @@ class LatencyProfile:
             raise ValueError("profile field 'sources' must contain only non-empty strings")
         object.__setattr__(self, "sources", tuple(sources))
 
+    @property
+    def max_request_tokens(self) -> int:
+        """Prompt plus output tokens one request may hold: the model length, or the whole KV
+        cache if smaller (a longer request could never be resident, so it could never finish)."""
+        return min(self.max_model_len, self.num_gpu_blocks * self.block_size)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyProfile:
         """Build from a parsed JSON object, skipping documentation keys and rejecting unknown ones."""

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from andes.engines.sim.kv import BlockPool
-from andes.latency import LatencyModel
+from andes.latency import LatencyModel, LatencyProfile
 from andes.latency_refit import OnlineRefit
 from andes.qoe import DigestState, RequestOutcome, change_reader, qoe_from_state
 from andes.scheduler.base import Budget, Policy, SchedulerView
 
-__all__ = ["SimCore", "StepResult", "simulate"]
+__all__ = ["SimCore", "StepResult", "check_fits", "simulate"]
 
 # Request states (0: a slot not yet used).
 WAITING, RUNNING, SWAPPED, DONE = 1, 2, 3, 4
@@ -33,6 +33,14 @@ _FIELDS_F = ("arrival", "ttft", "tds", "last_digest", "delay_area", "last_change
 # read_offset: tokens of a reader's closed segments (andes.qoe.reader); paused: 1 while paused.
 _FIELDS_I = ("prompt", "target", "num_generated", "num_computed", "num_preemptions", "seg_start", "state",
              "read_offset", "paused")
+
+
+def check_fits(prompt_tokens: int, output_tokens: int, profile: LatencyProfile, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and the limit if the request cannot fit the engine."""
+    limit = profile.max_request_tokens
+    if prompt_tokens + max(1, output_tokens) > limit:
+        raise ValueError(f"{what}: prompt_tokens {prompt_tokens} + output_tokens {output_tokens} exceed the "
+                         f"engine's limit of {limit} tokens per request (profile {profile.name!r})")
 
 
 @dataclass
@@ -100,17 +108,19 @@ class SimCore:
 
     def add_request(self, arrival: float, prompt_tokens: int, output_tokens: int, ttft: float, tds: float) -> int:
         """Queue a request that arrives at ``arrival``; returns its slot."""
-        slot = self._new_slot()
         prof = self.latency.profile
-        # A context must fit the model and the whole KV cache; a longer request is clipped
-        # (like one past max_model_len), never left waiting forever for memory that cannot exist.
-        max_len = min(prof.max_model_len, prof.num_gpu_blocks * prof.block_size)
+        # A context must fit the model and the whole KV cache: a longer request is an error,
+        # never clipped (its results would silently describe another request), and never left
+        # waiting forever for memory that cannot exist.
+        max_len = prof.max_request_tokens
         if max_len < 2:
             raise ValueError(f"profile: {prof.num_gpu_blocks} KV blocks cannot hold any request")
-        prompt_tokens = int(min(prompt_tokens, max_len - 1))
+        output_tokens = max(1, output_tokens)
+        check_fits(prompt_tokens, output_tokens, prof, f"request arriving at {arrival!r} s")
+        slot = self._new_slot()
         self.arrival[slot], self.ttft[slot], self.tds[slot] = arrival, ttft, tds
-        self.prompt[slot] = prompt_tokens
-        self.target[slot] = int(max(1, min(output_tokens, max_len - prompt_tokens)))
+        self.prompt[slot] = int(prompt_tokens)
+        self.target[slot] = int(output_tokens)
         self.last_digest[slot], self.delay_area[slot], self.last_change[slot] = -math.inf, 0.0, arrival
         self.base_delay[slot] = self.base_whole[slot] = 0.0
         self.state[slot] = WAITING
@@ -418,6 +428,8 @@ def simulate(trace, policy: Policy, latency: LatencyModel, *, oracle: bool = Fal
     """Run ``trace`` (objects with arrival, prompt_tokens, output_tokens, ttft, tds) to the end
     in virtual time. Requests still unfinished at ``time_limit_s`` end as ``failed``. With
     ``refit``, steps cost what ``latency`` says while the policy decides with ``refit.model``."""
+    for i, r in enumerate(trace):  # before any work: a run must not end in its last request's error
+        check_fits(r.prompt_tokens, r.output_tokens, latency.profile, f"trace request {i} (arrival {r.arrival!r} s)")
     core = SimCore(policy, latency, oracle=oracle, capacity=max(16, len(trace)), refit=refit)
     arrivals = np.array([r.arrival for r in trace], dtype=np.float64)
     if arrivals.size and np.any(np.diff(arrivals) < 0):

@@ -113,14 +113,16 @@ class SimEngine:
         if prompt_tokens >= self.max_model_len:
             raise ValueError(f"prompt: {prompt_tokens} tokens, but this engine's context holds at most "
                              f"{self.max_model_len} tokens per request, at least one of them generated")
-        output = min(request.output_tokens or request.max_tokens, request.max_tokens)
+        wanted = min(request.output_tokens or request.max_tokens, request.max_tokens)
+        # The context limit cuts an answer that would not fit, as max_tokens does (the core
+        # itself refuses a request longer than its limit).
+        output = max(1, min(wanted, self.max_model_len - prompt_tokens))
         arrival = self.clock() if request.arrival is None else request.arrival
         self._newest_arrival = max(self._newest_arrival, arrival)
         slot = self.core.add_request(arrival, prompt_tokens, output, request.ttft, request.tds)
-        # "stop": the modelled output ended by itself; "length": max_tokens or the context
-        # limit cut it (the core clips outputs that would not fit).
+        # "stop": the modelled output ended by itself; "length": max_tokens or the context limit cut it.
         natural = request.output_tokens is not None and request.output_tokens < request.max_tokens
-        reason = "stop" if natural and self.core.target[slot] == output else "length"
+        reason = "stop" if natural and output == wanted else "length"
         stream = _Stream(request.request_id, slot, asyncio.Queue(), reason)
         self._streams[request.request_id] = stream
         self._by_slot[slot] = stream
@@ -171,9 +173,8 @@ class SimEngine:
     @property
     def max_model_len(self) -> int:
         """Prompt plus output tokens one request may hold: the profile's model length, or the
-        whole KV cache if smaller (what ``SimCore`` would otherwise clip a prompt to)."""
-        prof = self.core.latency.profile
-        return int(min(prof.max_model_len, prof.num_gpu_blocks * prof.block_size))
+        whole KV cache if smaller (``LatencyProfile.max_request_tokens``)."""
+        return self.core.latency.profile.max_request_tokens
 
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
         """The router's view of this engine now; ``timestamp`` is on the router's clock."""
