@@ -133,7 +133,7 @@ def _stream(rule: HoldRule | None) -> list:
         clock = VirtualClock()
         host = EngineHost({"policy": {"name": "fcfs"}}, clock=clock, sleep=clock.sleep)
         request = EngineRequest("r", ttft=1.0, tds=4.8, max_tokens=80, num_prompt_tokens=8)
-        out = [(clock(), e) async for e in host.generate(request, 16, rule)]
+        out = [(clock(), e) async for e in host.generate(request, 16, hold=rule)]
         assert host.num_open() == 0
         return out
     return asyncio.run(main())

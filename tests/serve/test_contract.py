@@ -180,7 +180,7 @@ def test_a_request_no_engine_takes_in_time_is_503_with_retry_after_not_a_hang():
     app = make_local_app({"gateway": {"ready_timeout_s": 0.2, "unready_retry_after_s": 7}})
     closed = []
 
-    async def never_ready(request, max_tokens_per_event=16, announce=False):
+    async def never_ready(request, max_tokens_per_event=16, announce=False, hold=None):
         try:
             await asyncio.sleep(3600)  # an engine that is still starting
             yield None  # pragma: no cover
