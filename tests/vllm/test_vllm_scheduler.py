@@ -112,7 +112,6 @@ def test_greedy_outputs_identical_under_fcfs_and_andes_despite_preemptions(llm):
     # busy-host runs, always one request); a broken restore would garble every preempted one.
     same = [a == f for a, f in zip(andes, fcfs)]
     assert sum(same) >= len(same) - 1, same
-    assert all(a[:8] == f[:8] for a, f in zip(andes, fcfs))  # before any preemption: identical
     finished = list(sched.finished_records)[-len(prompts):]
     assert sum(f["num_preemptions"] for f in finished) > 0
     assert all(f["finish_reason"] == "length" and 0.0 <= f["qoe"] <= 1.0 for f in finished)
