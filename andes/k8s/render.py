@@ -40,9 +40,12 @@ ENGINE_DEPLOYMENT = "EngineReplica"
 DASHBOARD_JSON = "k8s/grafana/andes-dashboard.json"
 DASHBOARD_MANIFEST = "k8s/grafana-dashboard.yaml"
 # Serve's timing around a custom policy: both delays 0, since the QoE policy keeps its own
-# (pressure_s, cooldown_s); a 15 s window averages each replica's reports (recorded every 3 s;
-# Serve warns when the window is not longer than its 10 s metrics interval).
-_SERVE_AUTOSCALING = {"upscale_delay_s": 0.0, "downscale_delay_s": 0.0, "look_back_period_s": 15.0}
+# (pressure_s, cooldown_s); a 15 s window averages each replica's reports (recorded every 2 s).
+# Replicas push their reports every metrics_interval_s (10 s by default): Ray 2.60 reads only
+# that field, deprecated as it is; the RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S
+# variable its warning names is declared there but not read yet.
+_SERVE_AUTOSCALING = {"upscale_delay_s": 0.0, "downscale_delay_s": 0.0, "metrics_interval_s": 2.0,
+                      "look_back_period_s": 15.0}
 
 
 @dataclass(frozen=True)

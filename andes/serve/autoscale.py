@@ -4,8 +4,10 @@ Wiring, both halves in Ray Serve 2.60's published seams:
 
 - each engine replica's ``record_autoscaling_stats()`` returns
   ``AutoscalingStats.as_metrics()`` (flat ``andes_*`` numbers; Serve accepts only a
-  ``dict[str, int | float]``); Serve records it every ``look_back_period_s / 5`` and pushes
-  the samples every ``RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S`` (default 10 s);
+  ``dict[str, int | float]``); Serve records it every ``look_back_period_s / 5`` (at most
+  ``metrics_interval_s``) and pushes the samples every ``autoscaling_config.metrics_interval_s``
+  (default 10 s; Ray 2.60 reads that deprecated field, not yet the
+  ``RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S`` its deprecation warning names);
 - the engine deployment's ``autoscaling_config.policy`` names this class
   (``policy_function: andes.serve.autoscale:QoEAutoscalingPolicy``) with the settings in
   ``policy_kwargs``. Serve's controller builds it once and calls it every control-loop tick

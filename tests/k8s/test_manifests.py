@@ -75,6 +75,19 @@ def test_gpu_engine_autoscales_one_replica_per_gpu_within_the_worker_group(manif
     assert service["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
 
 
+@pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning")
+def test_gpu_replicas_push_their_qoe_stats_every_two_seconds(manifests):
+    # Ray 2.60's replicas push every AutoscalingConfig.metrics_interval_s (10 s by default),
+    # whatever RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S says.
+    from ray.serve.config import AutoscalingConfig
+
+    service = doc(manifests, "rayservice-gpu.yaml")
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    engine = [d for d in app["deployments"] if d["name"] == "EngineReplica"][0]
+    scaling = AutoscalingConfig(**engine["autoscaling_config"])
+    assert scaling.metrics_interval_s == 2.0 < scaling.look_back_period_s
+
+
 def test_bounds_scale_with_the_gpus_a_pod_holds(manifests):
     service = doc(manifests, "rayservice-gpu.yaml")
     (group,) = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
