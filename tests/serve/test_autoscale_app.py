@@ -20,11 +20,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import ray
 import yaml
@@ -36,6 +33,7 @@ from andes.autoscale import QoEAutoscalingSettings
 from andes.latency import load_profile, save_profile
 from andes.loadgen.serve_proc import free_port
 from andes.serve.autoscale import POLICY_FUNCTION
+from serve_cluster import OpenStreams, replica_loads, wait_until
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning")]
@@ -82,55 +80,13 @@ def running_replicas() -> int:
 
 def open_requests() -> int:
     """Requests the engine replicas hold, from their own routing reports."""
-    total = 0
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if f"#{ENGINE}#" in actor["name"]:
-            handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-            report = ray.get(handle.record_routing_stats.remote(), timeout=10)
-            if report:
-                total += report["num_running"] + report["num_waiting"]
-    return total
+    return sum(replica_loads().values())
 
 
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-class Burst:
-    """Streams held open on threads until ``close`` (the client disconnects)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.release = threading.Event()
-        self.started: list[bool] = []
-        self.threads: list[threading.Thread] = []
-
-    def _run(self) -> None:
-        body = {"model": "andes-sim", "prompt": " ".join(["word"] * PROMPT_WORDS),
-                "max_tokens": MAX_TOKENS, "stream": True, "ttft": 1.0, "tds": 4.8}
-        with httpx.Client(timeout=60) as http, \
-                http.stream("POST", f"{self.base_url}/v1/completions", json=body) as response:
-            lines = response.iter_lines()  # kept: closing it would close the stream
-            next(line for line in lines if line.startswith("data:"))
-            self.started.append(True)
-            self.release.wait(timeout=150)
-
-    def open(self, n: int) -> None:
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for thread in self.threads:
-            thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
+def burst_streams(base_url: str) -> OpenStreams:
+    return OpenStreams(base_url, {"model": "andes-sim", "prompt": " ".join(["word"] * PROMPT_WORDS),
+                                  "max_tokens": MAX_TOKENS, "stream": True, "ttft": 1.0, "tds": 4.8},
+                       hold_s=150)
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +107,12 @@ def cluster():
 
 def test_qoe_autoscaling_adds_a_replica_under_a_burst_and_removes_it_after(cluster):
     assert running_replicas() == 1
-    burst = Burst(cluster)
+    burst = burst_streams(cluster)
     try:
         burst.open(BURST)
-        wait_until(lambda: len(burst.started) == BURST, 60, "every stream of the burst started")
-        wait_until(lambda: running_replicas() >= 2, 90, "a second replica under the burst")
+        wait_until(lambda: len(burst.started) == BURST, 60, "every stream of the burst started", 0.5)
+        wait_until(lambda: running_replicas() >= 2, 90, "a second replica under the burst", 0.5)
         assert open_requests() == BURST  # still during the burst: no stream has ended
     finally:
         burst.close()
-    wait_until(lambda: running_replicas() == 1, 90, "back to one replica after the burst")
+    wait_until(lambda: running_replicas() == 1, 90, "back to one replica after the burst", 0.5)

@@ -11,11 +11,9 @@ about 30 s on 2 cores.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import ray
 import yaml
@@ -25,6 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from andes.config import ServeConfig, load_config
 from andes.loadgen.serve_proc import free_port
+from serve_cluster import OpenStreams, replica_loads, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -41,59 +40,9 @@ def deploy(client, num_replicas: int) -> None:
     client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
 
 
-def replica_loads() -> dict[str, int]:
-    """Requests each engine replica holds, from its own routing report."""
-    loads = {}
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if "#EngineReplica#" not in actor["name"]:
-            continue
-        handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-        report = ray.get(handle.record_routing_stats.remote(), timeout=10)
-        if report:
-            loads[report["replica_id"]] = report["num_running"] + report["num_waiting"]
-    return loads
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-class OpenStreams:
-    """Streams held open on threads until ``close`` (the client disconnects)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.release = threading.Event()
-        self.started: list[bool] = []
-        self.threads: list[threading.Thread] = []
-
-    def _run(self) -> None:
-        body = {"model": "andes-sim", "prompt": "a long story", "max_tokens": OPEN_TOKENS,
-                "stream": True, "ttft": 1.0, "tds": 4.8}
-        with httpx.Client(timeout=60) as http, \
-                http.stream("POST", f"{self.base_url}/v1/completions", json=body) as response:
-            lines = response.iter_lines()
-            next(line for line in lines if line.startswith("data:"))
-            self.started.append(True)
-            self.release.wait(timeout=120)
-
-    def open(self, n: int) -> None:
-        threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for thread in threads:
-            thread.start()
-        self.threads += threads
-
-    def close(self) -> None:
-        self.release.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
+def open_streams(base_url: str) -> OpenStreams:
+    return OpenStreams(base_url, {"model": "andes-sim", "prompt": "a long story", "max_tokens": OPEN_TOKENS,
+                                  "stream": True, "ttft": 1.0, "tds": 4.8})
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +60,7 @@ def cluster():
 
 def test_scale_out_burst_goes_to_the_replicas_with_headroom_and_spreads(cluster):
     client, base_url = cluster
-    streams = OpenStreams(base_url)
+    streams = open_streams(base_url)
     try:
         streams.open(12)
         (loaded,) = wait_until(lambda: [r for r, n in replica_loads().items() if n == 12], 30,
