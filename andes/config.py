@@ -252,6 +252,13 @@ class GatewayConfig(_Strict, ExpectationRules):
     queues full) before it gets 503 with ``Retry-After``."""
     unready_retry_after_s: float = Field(5.0, ge=0, le=3600)
     """``Retry-After`` of that 503."""
+    max_resumes: int = Field(3, ge=0, le=100)
+    """Times a stream whose engine replica failed mid-stream (died, lost its connection, or
+    shut down) is re-submitted through the router: the prompt plus the text already sent, for
+    the tokens still due (``andes.serve.resume``). 0: such a stream ends with an error event."""
+    resume_timeout_s: float = Field(1.0, gt=0, le=60)
+    """How long a failed stream waits for a replica to take its continuation before it ends
+    with an error event, then ``[DONE]``."""
     auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")

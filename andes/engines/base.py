@@ -46,6 +46,9 @@ class EngineRequest:
     output_tokens: int | None = None  # simulated engines: the true output length
     arrival: float | None = None  # engine clock; None means "now"
     sampling: dict = field(default_factory=dict)
+    resumed: bool = False
+    """A continuation of a stream the client was already receiving (its replica failed):
+    admission control lets it in, since the stream was accepted once."""
 
     def __post_init__(self) -> None:
         validate_expectations(self.ttft, self.tds)

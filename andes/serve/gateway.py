@@ -15,7 +15,8 @@ which aborts the engine request on its replica.
 Requests reach a replica through the QoE-headroom router (``andes.serve.router``) running in
 this replica's handle; the call's first argument is the typed ``EngineRequest``
 (``Job.engine_request()``), which the router reads the request's expectations from
-(``pending_request.args[0]``) and the replica runs as it is.
+(``pending_request.args[0]``) and the replica runs as it is. A stream whose replica fails
+mid-stream is resumed on another through the same handle (``andes.serve.resume``).
 """
 
 import asyncio
@@ -24,6 +25,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from andes.config import GatewayConfig, load_config
@@ -35,6 +38,7 @@ from andes.serve.coalesce import hold_rule
 from andes.serve.protocol import Job
 from andes.serve.reader import READER_PATH, reader_response
 from andes.serve.readiness import not_ready
+from andes.serve.resume import ResumingStream
 from andes.serve.streaming import models_body, respond
 
 __all__ = ["Gateway", "api"]
@@ -42,6 +46,10 @@ __all__ = ["Gateway", "api"]
 api = FastAPI(title="Andes", description="QoE-aware LLM text streaming (OpenAI-compatible)")
 errors.install(api)
 api.include_router(page.router)  # the browser page at /
+
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError, ConnectionError)
+"""Exceptions of a handle call that mean its replica is gone (the actor died or is
+unreachable), not that the engine failed the request: the stream is resumed elsewhere."""
 
 READER_ATTEMPTS = 8
 """Replicas a reader update tries before answering 404 (the router orders them, the replica
@@ -111,8 +119,14 @@ class Gateway:
         return False
 
     def _call(self, job: Job):
+        hold = hold_rule(self.config, job.coalesce)
+        stream = ResumingStream(job, lambda request: self._start(request, hold),
+                                lambda exc: isinstance(exc, REPLICA_LOST),
+                                max_resumes=self.config.max_resumes, timeout_s=self.config.resume_timeout_s)
+        return stream, stream.cancel
+
+    def _start(self, request, hold):
         # Cancelling the call (a disconnect closes the stream) aborts it on its replica.
-        events = self.engine.generate.remote(job.engine_request(), self.config.max_tokens_per_event, True,
-                                             hold_rule(self.config, job.coalesce))
+        events = self.engine.generate.remote(request, self.config.max_tokens_per_event, True, hold)
         return events, events.cancel
 

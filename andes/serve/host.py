@@ -100,7 +100,7 @@ class EngineHost:
     def admission(self, request: EngineRequest) -> Admission:
         """Whether admission control lets ``request`` in now (``andes.serve.admission``)."""
         config = self.config.admission
-        if not config.is_enabled:
+        if not config.is_enabled or request.resumed:  # a resumed stream was accepted already
             return Admission(True)
         now = self._clock()
         report = self.engine.routing_report("self", now)
