@@ -256,7 +256,7 @@ class GatewayConfig(_Strict, ExpectationRules):
     """Times a stream whose engine replica failed mid-stream (died, lost its connection, or
     shut down) is re-submitted through the router: the prompt plus the text already sent, for
     the tokens still due (``andes.serve.resume``). 0: such a stream ends with an error event."""
-    resume_timeout_s: float = Field(1.0, gt=0, le=60)
+    resume_timeout_s: float = Field(0.8, gt=0, le=60)
     """How long a failed stream waits for a replica to take its continuation before it ends
     with an error event, then ``[DONE]``."""
     auth: AuthConfig = AuthConfig()
