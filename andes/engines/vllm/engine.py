@@ -18,7 +18,9 @@ installs in the engine-core process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import subprocess
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from andes.config import PolicyConfig, VllmSettings
 from andes.engines.base import (EngineRequest, EngineStats, EngineTelemetry, ExpectationUpdate, FinishReason,
                                 TokenEvent)
+from andes.engines.vllm import janitor
 from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
                                        start_llm)
 from andes.latency import DEFAULT_PROFILE
@@ -41,6 +44,8 @@ from andes.qoe import DigestState, change_reader
 from andes.routing import MAX_ENTRIES, ReplicaStats
 
 __all__ = ["SAMPLING_KEYS", "SCHEDULER_CLASSES", "VllmEngine"]
+
+logger = logging.getLogger(__name__)
 
 # Sampling settings a request may carry (``EngineRequest.sampling``); greedy unless it says so.
 SAMPLING_KEYS = frozenset({
@@ -97,8 +102,13 @@ class VllmEngine:
         self._last_step_at: float | None = None
         self._num_steps = self._num_preemptions = self._num_finished = 0
 
+        sems_before = janitor.semaphores()
         self._llm, vllm_config = start_llm(engine_args(settings, policy, profile), self.cpu_cores,
                                            self._step_sink())
+        try:  # a killed replica must not leave the engine's shared memory behind
+            janitor.watch(sems_before)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("no janitor for the engine's shared memory: %r", exc)
         cache = vllm_config.cache_config
         self.block_size = int(cache.block_size)
         self.num_total_blocks = max(1, int(cache.num_gpu_blocks or 1) - 1)  # less vLLM's null block
