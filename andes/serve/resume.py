@@ -30,6 +30,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from andes.engines.base import EngineRequest, TokenEvent
+from andes.serve.logs import logger
 from andes.serve.protocol import Job
 
 __all__ = ["ResumingStream", "Start", "continuation"]
@@ -142,6 +143,8 @@ class ResumingStream:
         self._last_preemptions = 0
         deadline = self._clock() + self.timeout_s
         request = continuation(self.job, "".join(self._text), self._num_tokens)
+        logger.info("request %s: %s after %d tokens; resuming it on another replica",
+                    self.job.request_id, failure, self._num_tokens)
         while True:
             remaining = deadline - self._clock()
             if self.num_resumes >= self.max_resumes or remaining <= 0:
