@@ -10,6 +10,7 @@ own process group and Ray temp dir. Takes about a minute.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,3 +79,4 @@ def test_sigterm_of_serve_run_leaves_no_shared_memory(tmp_path, tiny_model_dir, 
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
