@@ -62,9 +62,11 @@ def make_router(name: str, latency: LatencyModel, seed: int):
     raise ValueError(f"router: unknown name {name!r}; choose one of {', '.join(ROUTERS)}")
 
 
-def simulate_cluster(trace, num_replicas: int, router, latency: LatencyModel,
+def simulate_cluster(trace, num_replicas: int, router, latency: LatencyModel | Sequence[LatencyModel],
                      stats_period_s: float) -> tuple[list, np.ndarray]:
     """Run ``trace`` on ``num_replicas`` Andes cores; returns (outcomes, requests per replica).
+
+    ``latency`` is every replica's hardware, or one model per replica (a mixed cluster).
 
     Invariants: events are handled in time order (reports, then arrivals, then steps on a
     tie, as ``simulate`` adds a request arriving at a step's start to that step); a core is in
@@ -72,8 +74,11 @@ def simulate_cluster(trace, num_replicas: int, router, latency: LatencyModel,
     """
     if not (math.isfinite(stats_period_s) and stats_period_s > 0):
         raise ValueError(f"stats_period_s: must be finite and > 0 (got {stats_period_s})")
-    cores = [SimCore(make_policy("andes"), latency, capacity=max(16, 2 * len(trace) // num_replicas))
-             for _ in range(num_replicas)]
+    models = [latency] * num_replicas if isinstance(latency, LatencyModel) else list(latency)
+    if len(models) != num_replicas:
+        raise ValueError(f"latency: one model per replica is needed (got {len(models)} for {num_replicas})")
+    cores = [SimCore(make_policy("andes"), model, capacity=max(16, 2 * len(trace) // num_replicas))
+             for model in models]
     index = {f"r{i}": i for i in range(num_replicas)}
     ids = list(index)
     start = trace[0].arrival if trace else 0.0

@@ -24,10 +24,17 @@ class HeadroomConfig:
     """Knobs of the headroom model."""
 
     horizon_s: float = 20.0  # window over which QoE changes are projected
+    # How long a request waits for its first token where memory is over-committed: "age", the
+    # mean age of the requests there still waiting; "drain", Little's law: those requests (and
+    # the omitted ones) times the replica's time per admission, 2 x the mean age of the
+    # requests it serves over their count.
+    queue_wait: str = "age"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.horizon_s) and self.horizon_s > 0):
             raise ValueError(f"horizon_s: must be a finite number > 0 (got {self.horizon_s})")
+        if self.queue_wait not in ("age", "drain"):
+            raise ValueError(f"queue_wait: must be 'age' or 'drain' (got {self.queue_wait!r})")
 
 
 def headroom(stats: ReplicaStats, request: RoutedRequest, latency: LatencyModel, now: float, *,
@@ -66,10 +73,12 @@ def headroom(stats: ReplicaStats, request: RoutedRequest, latency: LatencyModel,
     return float(headrooms([stats], request, latency, now, pending=pend, config=config)[0])
 
 
-def headrooms(stats_list: Sequence[ReplicaStats], request: RoutedRequest, latency: LatencyModel,
-              now: float, *, pending: Sequence[Sequence[tuple[float, RoutedRequest]]] | None = None,
+def headrooms(stats_list: Sequence[ReplicaStats], request: RoutedRequest,
+              latency: LatencyModel | Sequence[LatencyModel], now: float, *,
+              pending: Sequence[Sequence[tuple[float, RoutedRequest]]] | None = None,
               config: HeadroomConfig = HeadroomConfig()) -> np.ndarray:
-    """``headroom`` for every replica at once (one vectorised pass over all their requests)."""
+    """``headroom`` for every replica at once (one vectorised pass over all their requests);
+    ``latency`` may be one model per replica of ``stats_list`` (mixed hardware)."""
     if not stats_list:
         return np.zeros(0)
     pending = pending if pending is not None else [()] * len(stats_list)
@@ -82,11 +91,12 @@ def headrooms(stats_list: Sequence[ReplicaStats], request: RoutedRequest, latenc
 def score_with_step(described: RequestTable, stats_list, request, latency, now, pending,
                     config) -> tuple[np.ndarray, np.ndarray]:
     """``headrooms`` over an already built table of the described requests, and each replica's
-    projected step time with the request (the tie-break: spare capacity)."""
+    projected step time with the request (the tie-break: spare capacity). ``latency`` is every
+    replica's model, or one per replica (a cluster of mixed hardware)."""
     t = described.with_pending(pending)
-    prof = latency.profile
     h = config.horizon_s
     num_r = len(stats_list)
+    prof = _Costs.of(latency, num_r)
     new_tds, new_prompt = float(request.tds), float(request.prompt_tokens)
     k = np.maximum(np.rint(h * t.tds), 1.0)  # tokens each reader digests in the horizon
     k_new = max(round(h * new_tds), 1)
@@ -107,15 +117,17 @@ def score_with_step(described: RequestTable, stats_list, request, latency, now, 
     ahead = per_replica(np.where(fresh, t.context, 0.0))  # prompts still to prefill
     num_fresh = per_replica(fresh.astype(np.float64))
     backlog = per_replica(np.where(fresh, t.age, 0.0)) / np.maximum(num_fresh, 1.0)
+    if config.queue_wait == "drain":
+        backlog = _drain_wait(t, fresh, num_fresh + omitted, per_replica, backlog)
 
-    base = _Fluid.of(count, ctx, demand, kv, seats, latency)
-    more = _Fluid.of(count + 1, ctx + new_prompt + 0.5 * k_new, demand + new_tds, kv, seats, latency)
+    base = _Fluid.of(count, ctx, demand, kv, seats, prof)
+    more = _Fluid.of(count + 1, ctx + new_prompt + 0.5 * k_new, demand + new_tds, kv, seats, prof)
 
     # The requests already there: the same tokens, delivered at each scenario's pace.
     def existing_qoe(fl: _Fluid) -> np.ndarray:
         spacing = fl.spacing(t.owner, t.tds)
         wait = np.where(fl.fits, 0.0, backlog)[t.owner]
-        first = np.where(fresh, wait + step_now[t.owner] + prof.prefill_per_token_s * t.context,
+        first = np.where(fresh, wait + step_now[t.owner] + prof.prefill_per_token_s[t.owner] * t.context,
                          spacing)
         return final_qoe_with(t.num_tokens, t.last_digest, t.delay_area, t.ttft, t.tds,
                               num_new=k, first_arrival=t.age + first, spacing=spacing)
@@ -133,6 +145,44 @@ def score_with_step(described: RequestTable, stats_list, request, latency, now, 
     return q_new + delta, more.step
 
 
+def _drain_wait(t: "RequestTable", fresh: np.ndarray, queued: np.ndarray, per_replica,
+                fallback: np.ndarray) -> np.ndarray:
+    """Little's law wait for a first token: ``queued`` requests, each admitted after the
+    replica's mean residence (2 x the mean age of the requests it serves, as in steady state)
+    over how many it serves. Unlike the mean age of the waiting ones, it grows on the replica
+    that is sent more requests: under Andes a starved replica's few old waiting requests made it
+    look worst while fresh arrivals kept a flooded replica's mean age low. ``fallback`` where
+    nothing is served yet."""
+    served = per_replica((~fresh).astype(np.float64))
+    age_served = per_replica(np.where(fresh, 0.0, t.age))
+    drain = 2.0 * queued * age_served / np.maximum(served, 1.0) ** 2
+    return np.where(served > 0, drain, fallback)
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """The latency coefficients the projection needs, one entry per replica."""
+
+    decode_base_s: np.ndarray
+    decode_per_seq_s: np.ndarray
+    decode_per_ctx_token_s: np.ndarray
+    prefill_per_token_s: np.ndarray
+    max_num_batched_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, latency: LatencyModel | Sequence[LatencyModel], num_r: int) -> "_Costs":
+        models = [latency] * num_r if isinstance(latency, LatencyModel) else list(latency)
+        if len(models) != num_r:
+            raise ValueError(f"latency: one model per replica is needed (got {len(models)} for {num_r})")
+        return cls(*(np.array([getattr(m.profile, f.name) for m in models], dtype=np.float64)
+                     for f in fields(cls)))
+
+    def decode_time(self, batch: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """``LatencyModel.decode_time`` of each replica's own model (same arithmetic)."""
+        t = self.decode_base_s + self.decode_per_seq_s * batch + self.decode_per_ctx_token_s * context
+        return np.where(batch > 0, t, 0.0)
+
+
 @dataclass(frozen=True)
 class _Fluid:
     """One scenario's fluid service per replica: does everyone fit, step time, pace share."""
@@ -143,7 +193,7 @@ class _Fluid:
     utilisation: np.ndarray  # token demand / the supply of the batch that fits
 
     @classmethod
-    def of(cls, count, ctx, demand, kv, seats, latency: LatencyModel) -> "_Fluid":
+    def of(cls, count, ctx, demand, kv, seats, latency: "_Costs") -> "_Fluid":
         count = np.asarray(count, dtype=np.float64)
         frac = np.minimum(1.0, np.minimum(kv / np.maximum(ctx, 1.0), seats / np.maximum(count, 1.0)))
         fits = frac >= 1.0

@@ -12,7 +12,7 @@ The contract of every router here:
 from __future__ import annotations
 
 from collections import deque
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -103,12 +103,16 @@ class Router:
     tie-break: readers far ahead demand nothing now, which would send a burst to the replica
     that already holds the most requests.
     ``num_fallbacks`` counts the choices made by the fallback.
+    ``replica_latency`` maps a replica id to its own latency model where its hardware differs
+    from ``latency`` (a mixed cluster); without it every replica is projected with ``latency``,
+    and only its KV size and batch cap (from its reports) tell replicas apart.
     """
 
     name = "headroom"
 
     def __init__(self, latency: LatencyModel, *, stale_after_s: float = 1.0, seed: int = 0,
-                 tie_tolerance: float = 1e-3, config: HeadroomConfig = HeadroomConfig()) -> None:
+                 tie_tolerance: float = 1e-3, config: HeadroomConfig = HeadroomConfig(),
+                 replica_latency: Mapping[Hashable, LatencyModel] | None = None) -> None:
         if not stale_after_s > 0:
             raise ValueError(f"stale_after_s: must be > 0 (got {stale_after_s})")
         if not tie_tolerance >= 0:
@@ -117,6 +121,7 @@ class Router:
         self.stale_after_s = stale_after_s
         self.tie_tolerance = tie_tolerance
         self.config = config
+        self.replica_latency = dict(replica_latency or {})
         self.num_choices = 0
         self.num_fallbacks = 0
         self._rng = np.random.default_rng(seed)
@@ -142,8 +147,10 @@ class Router:
             self.num_fallbacks += 1
             idx = _two_choices(self._rng, queue)
         else:
+            latency = self.latency if not self.replica_latency else \
+                [self.replica_latency.get(s.replica_id, self.latency) for s in stats_list]
             score, step = score_with_step(self._table(stats_list), stats_list, request,
-                                          self.latency, now, pending, self.config)
+                                          latency, now, pending, self.config)
             near = np.flatnonzero(score >= score.max() - self.tie_tolerance)
             near = near[step[near] <= step[near].min() * (1.0 + 1e-9)]
             idx = int(near[self._rng.integers(near.size)]) if near.size > 1 else int(near[0])
