@@ -28,7 +28,7 @@ class HeadroomConfig:
     # mean age of the requests there still waiting; "drain", Little's law: those requests (and
     # the omitted ones) times the replica's time per admission, 2 x the mean age of the
     # requests it serves over their count.
-    queue_wait: str = "age"
+    queue_wait: str = "drain"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.horizon_s) and self.horizon_s > 0):
