@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from andes.config import GatewayConfig
 from andes.engines.base import EngineRequest
-from andes.expectations import MAX_TDS, MAX_TTFT_S, estimate_prompt_tokens
+from andes.expectations import MAX_TDS, MAX_TTFT_S, MIN_TDS, MIN_TTFT_S, estimate_prompt_tokens
 from andes.qoe import DigestState
 from andes.serve.fields import SAMPLING_FIELDS, check_depth, refused_field
 
@@ -56,10 +56,6 @@ def sse(payload: dict[str, Any] | str, seq: int | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------- requests
-_Positive = dict(gt=0, allow_inf_nan=False)
-MIN_TDS = 0.01
-"""Slowest reader the API accepts (a token every 100 s); slower is a unit mistake, and values
-near 0 would overflow the QoE arithmetic (1 / tds)."""
 
 
 class _StreamOptions(BaseModel):
@@ -81,7 +77,7 @@ class _Common(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
-    ttft: float | None = Field(None, le=MAX_TTFT_S, **_Positive)
+    ttft: float | None = Field(None, ge=MIN_TTFT_S, le=MAX_TTFT_S, allow_inf_nan=False)
     """Expected time to first token (s); default: the service class's (``andes.expectations``)."""
     tds: float | None = Field(None, ge=MIN_TDS, le=MAX_TDS, allow_inf_nan=False)
     """Expected token delivery speed (tokens/s); default from the service class."""
