@@ -132,7 +132,8 @@ def test_dashboard_configmap_is_a_valid_configmap_for_the_sidecar():
 def test_every_manifest_is_valid(schemas):
     manifests = validate.load_manifests(K8S)
     kinds = sorted(m.doc["kind"] for m in manifests)
-    assert kinds == ["ConfigMap", "PodMonitor", "RayService", "RayService", "Service"]  # ConfigMap: the dashboard
+    # ConfigMap: the Grafana dashboard; Secret: the (optional) API keys
+    assert kinds == ["ConfigMap", "PodMonitor", "RayService", "RayService", "Secret", "Service"]
     assert validate.check_all(manifests, schemas) == []
 
 
@@ -221,3 +222,18 @@ def test_selectors_and_ports_must_meet_the_pods(manifests):
     found = validate.check_ports(good)
     assert any("Service/andes: selects no pod" in e for e in found)
     assert any("port 'prometheus' is not declared by" in e and "gpu" in e for e in found)
+
+
+def test_every_andes_container_reads_the_optional_api_keys_secret():
+    """The keys reach whichever pod runs the gateway, from the Secret, never from the YAML."""
+    manifests = validate.load_manifests(K8S)
+    (secret,) = [m.doc for m in manifests if m.doc["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "andes-api-keys" and secret["stringData"] == {"keys": ""}
+    for service in (m.doc for m in manifests if m.doc["kind"] == "RayService"):
+        spec = service["spec"]["rayClusterConfig"]
+        groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+        for group in groups:
+            for container in group["template"]["spec"]["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                ref = env["ANDES_API_KEYS"]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": "andes-api-keys", "key": "keys", "optional": True}
