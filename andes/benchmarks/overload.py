@@ -196,6 +196,38 @@ def run(load: float, duration_s: float, admission: bool, seed: int = 0) -> dict[
             "server_rss_mb_after": round(rss_after, 1), "load_average_after": os.getloadavg()}
 
 
+def run_serve(load: float, duration_s: float, admission: bool, seed: int = 0) -> dict[str, Any]:
+    """The same overload against the Ray Serve app (``serve run deployments/andes.yaml``, its two
+    engine replicas on the small profile): the gateway, its health checks and Serve's proxy under
+    load, which the single-process server does not have. Capacity is both replicas' together."""
+    import yaml
+
+    from andes.loadgen.serve_proc import start_serve, wait_ready
+
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = _profile_file(Path(tmp))
+        config = yaml.safe_load((REPO_ROOT / "deployments/andes.yaml").read_text())
+        (app,) = config["applications"]
+        engine = next(d for d in app["deployments"] if d["name"] == "EngineReplica")
+        engine["user_config"]["engine"]["profile"] = str(profile)
+        if admission:
+            engine["user_config"]["admission"] = ADMISSION
+        replicas = int(engine.get("num_replicas", 1))
+        capacity = replicas * capacity_rps(profile)
+        config_path = Path(tmp) / "andes.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        server = start_serve(config_path, Path(tmp) / "serve")
+        try:
+            wait_ready(server.url, timeout_s=180, process=server.process)
+            outcomes, probe = asyncio.run(_load(server.url, load * capacity, duration_s, seed))
+        finally:
+            server.stop()
+    return {"server": "serve run", "admission": ADMISSION if admission else None,
+            "engine_replicas": replicas, "capacity_rps": round(capacity, 3),
+            "rate_rps": round(load * capacity, 3), "duration_s": duration_s,
+            **_summary(outcomes, probe), "load_average_after": os.getloadavg()}
+
+
 def _wait_healthy(base: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -218,10 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admission-only", action="store_true",
                         help="skip the run without admission control (whose backlog takes load x "
                              "duration to drain): for overloads lasting minutes")
+    parser.add_argument("--serve", action="store_true",
+                        help="overload the Ray Serve app (serve run) instead of the single-process server")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     modes = (True,) if args.admission_only else (False, True)
-    runs = [run(args.load, args.duration, admission) for admission in modes]
+    one = run_serve if args.serve else run
+    runs = [one(args.load, args.duration, admission) for admission in modes]
     result = {"load": args.load, "profile": PROFILE, "output_tokens": OUTPUT_TOKENS, "tds": TDS,
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "runs": runs}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -9,7 +9,8 @@ replica had room, up to the router's choice. Ray Serve's own queue limit stays t
 
 Two limits (``andes.config.AdmissionConfig``, both off by default):
 - *QoE floor*: the request's projected headroom there -- its own projected QoE plus what the
-  requests already there would lose (``andes.routing.headroom``) -- is below ``qoe_floor``;
+  requests already there would lose (``andes.routing.headroom``) -- is below ``qoe_floor``
+  (never on an idle replica: retrying there cannot do better);
 - *queue bound*: ``max_waiting`` requests already wait for a seat.
 
 ``Retry-After`` is the projected time until a seat is free for the request: the requests
@@ -70,6 +71,9 @@ def decide(stats: ReplicaStats, request: RoutedRequest, latency: LatencyModel, n
     if config.qoe_floor is None:
         return Admission(True)
     score = headroom(stats, request, latency, now, config=HeadroomConfig(horizon_s=config.horizon_s))
-    if not math.isfinite(score) or score >= config.qoe_floor:
+    idle = stats.num_running == 0 and stats.num_waiting == 0
+    # On an idle replica retrying cannot do better (a reader who outpaces even an idle engine,
+    # or expects a first token sooner than a prefill takes): serve it.
+    if idle or not math.isfinite(score) or score >= config.qoe_floor:
         return Admission(True, headroom=score)
     return Admission(False, "qoe_floor", score, retry_after_s(stats, config))

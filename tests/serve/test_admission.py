@@ -48,6 +48,15 @@ def test_the_qoe_floor_admits_on_an_idle_replica_and_refuses_on_a_swamped_one():
     assert swamped.retry_after_s > 0 and "projected QoE" in swamped.message()
 
 
+def test_the_qoe_floor_never_refuses_on_an_idle_replica_what_retrying_could_not_improve():
+    fast = replace(NEW, tds=100.0)  # a reader faster than even an idle engine decodes
+    config = AdmissionConfig(qoe_floor=0.8)
+    idle = decide(make_stats(), fast, ROUTING_LATENCY, 0.0, config)
+    assert idle.accept and idle.headroom < 0.8
+    busy = decide(make_stats(num_running=1), fast, ROUTING_LATENCY, 0.0, config)
+    assert not busy.accept and busy.reason == "qoe_floor"  # with anyone there the floor applies
+
+
 def test_retry_after_grows_with_the_queue_ahead_and_stays_in_its_bounds():
     config = AdmissionConfig(max_waiting=0, min_retry_after_s=1.0, max_retry_after_s=30.0)
     waits = [retry_after_s(queued(32, w), config) for w in (0, 50, 200, 5000)]
