@@ -1,50 +1,21 @@
-"""Deterministic request traces: arrival processes, request lengths and QoE expectations.
-
-Every benchmark, the simulator and the load generator replay the same ``TraceRequest`` lists, so
-a result can be reproduced from ``(kind, rate, num_requests, seed)`` alone, or from a JSONL file.
-
-Determinism contract: a seed is split (``numpy.random.SeedSequence`` spawn keys) into one stream
-for arrival times and independent streams for prompt lengths, output lengths, service classes
-and tds draws. Hence the same seed gives the same requests (lengths, classes, expectations)
-whatever the arrival process or rate, so a rate sweep compares like with like, and changing the
-class mix does not change the lengths.
-
-JSONL format, one request per line (extra keys are ignored, blank lines skipped)::
-
-    {"arrival": 0.31, "prompt_tokens": 120, "output_tokens": 401, "ttft": 1.0, "tds": 4.35,
-     "class": "text"}
-
-``arrival`` is seconds (need not start at 0, must be non-decreasing, at most ``MAX_ARRIVAL_S``),
-``ttft`` seconds and ``tds`` tokens/s within ``andes.expectations``' bounds; ``class`` is optional.
-"""
+"""Seeded trace generation: request populations, arrival processes, whole traces (see
+``andes.workload`` for the determinism contract)."""
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from andes.expectations import (DEFAULT_SERVICE_CLASSES, MAX_TDS, MAX_TTFT_S, MIN_TDS, MIN_TTFT_S, ServiceClass,
-                                default_ttft)
+from andes.expectations import DEFAULT_SERVICE_CLASSES, ServiceClass, default_ttft
 
-__all__ = [
-    "LengthDistribution", "MAX_ARRIVAL_S", "TEXT_ONLY", "TraceFormatError", "TraceRequest", "burst_arrivals",
-    "gamma_arrivals", "generate_trace", "make_trace", "poisson_arrivals", "read_trace",
-    "write_trace",
-]
+from andes.workload.request import TraceRequest
 
-MAX_ARRIVAL_S = 1e7
-"""Largest accepted arrival time (about 116 days): a trace is replayed in one run, so a larger
-value is a unit mistake (e.g. milliseconds, or epoch seconds not made relative)."""
-
-# Spawn keys of the independent streams derived from one seed (see module docstring).
+# Spawn keys of the independent streams derived from one seed (``andes.workload`` docstring).
 _ARRIVALS, _PROMPTS, _OUTPUTS, _CLASSES, _TDS = range(5)
 
 
@@ -52,90 +23,6 @@ def _stream(seed: int, key: int) -> np.random.Generator:
     """The generator for one named stream of ``seed``; independent of every other key."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
 
-
-# ---------------------------------------------------------------------------------------------
-# Validation shared by TraceRequest and read_trace, so both report the same field and reason.
-
-
-class _FieldError(ValueError):
-    """One invalid field (None: the record as a whole); read_trace adds the file and line."""
-
-    def __init__(self, field_name: str | None, reason: str) -> None:
-        super().__init__(f"field '{field_name}': {reason}" if field_name else reason)
-        self.field = field_name
-        self.reason = reason
-
-
-def _as_int(name: str, value: Any) -> int:
-    if type(value) is int and value >= 1:  # fast path: traces hold millions of these
-        return value
-    # bool is an int subclass in Python, but `true` tokens is a malformed record, not 1.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _FieldError(name, f"must be an integer (got {value!r})")
-    if value < 1:
-        raise _FieldError(name, f"must be >= 1 (got {value!r})")
-    return int(value)
-
-
-def _as_float(name: str, value: Any, *, positive: bool, upper: float = math.inf, lower: float = 0.0) -> float:
-    if type(value) is float and math.isfinite(value) and lower <= value <= upper \
-            and (value > 0.0 if positive else value >= 0.0):
-        return value  # fast path: traces hold millions of these
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _FieldError(name, f"must be a number (got {value!r})")
-    x = float(value)
-    if not math.isfinite(x):
-        raise _FieldError(name, f"must be finite (got {value!r})")
-    if positive and x <= 0:
-        raise _FieldError(name, f"must be > 0 (got {value!r})")
-    if not positive and x < 0:
-        raise _FieldError(name, f"must be >= 0 (got {value!r})")
-    if x > upper:
-        raise _FieldError(name, f"must be <= {upper:g} (got {value!r})")
-    if x < lower:
-        raise _FieldError(name, f"must be >= {lower:g} (got {value!r})")
-    return x
-
-
-@dataclass(frozen=True)
-class TraceRequest:
-    """One request of a trace: when it arrives, how long it is, and what its user expects.
-
-    ``arrival`` is seconds from the trace's origin, ``ttft`` the expected time to first token
-    (seconds after arrival), ``tds`` the expected delivery speed (tokens/s), ``cls`` the service
-    class (JSON key ``"class"``) or None. Fields are checked on construction (numbers are
-    normalised to ``int``/``float``), so a ``TraceRequest`` that exists is valid; the
-    ``ValueError`` names the offending field.
-    """
-
-    arrival: float
-    prompt_tokens: int
-    output_tokens: int
-    ttft: float
-    tds: float
-    cls: str | None = None
-
-    def __post_init__(self) -> None:
-        checked = {
-            "arrival": _as_float("arrival", self.arrival, positive=False, upper=MAX_ARRIVAL_S),
-            "prompt_tokens": _as_int("prompt_tokens", self.prompt_tokens),
-            "output_tokens": _as_int("output_tokens", self.output_tokens),
-            "ttft": _as_float("ttft", self.ttft, positive=True, upper=MAX_TTFT_S, lower=MIN_TTFT_S),
-            "tds": _as_float("tds", self.tds, positive=True, upper=MAX_TDS, lower=MIN_TDS),
-        }
-        if self.cls is not None and not isinstance(self.cls, str):
-            raise _FieldError("class", f"must be a string or null (got {self.cls!r})")
-        for name, value in checked.items():
-            object.__setattr__(self, name, value)  # frozen: normalise types once, here
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSONL record; ``class`` is written only when set."""
-        record: dict[str, Any] = {"arrival": self.arrival, "prompt_tokens": self.prompt_tokens,
-                                  "output_tokens": self.output_tokens, "ttft": self.ttft,
-                                  "tds": self.tds}
-        if self.cls is not None:
-            record["class"] = self.cls
-        return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,86 +235,3 @@ def make_trace(kind: Literal["poisson", "gamma", "burst"], rate: float, num_requ
     return generate_trace(arrivals, seed, lengths, classes, service_classes)
 
 
-# ---------------------------------------------------------------------------------------------
-# JSONL files.
-
-
-class TraceFormatError(ValueError):
-    """A trace file line that cannot be used; ``line`` is 1-based, ``field`` None for bad JSON."""
-
-    def __init__(self, path: str | os.PathLike, line: int, field: str | None,
-                 reason: str) -> None:
-        where = f"{Path(path).name} line {line}"
-        super().__init__(f"{where}: field '{field}': {reason}" if field else f"{where}: {reason}")
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        self.reason = reason
-
-
-_REQUIRED = ("arrival", "prompt_tokens", "output_tokens", "ttft", "tds")
-
-
-def write_trace(path: str | os.PathLike, trace: Sequence[TraceRequest]) -> None:
-    """Write ``trace`` as JSONL; refuses decreasing arrivals, which ``read_trace`` would reject."""
-    for k in range(1, len(trace)):
-        if trace[k].arrival < trace[k - 1].arrival:
-            raise ValueError(f"trace is not sorted by arrival at index {k}")
-    with open(path, "w", encoding="utf-8") as f:
-        for request in trace:
-            f.write(json.dumps(request.to_json(), allow_nan=False) + "\n")
-
-
-def _parse_record(raw: bytes) -> TraceRequest:
-    """One JSONL line to a request; raises ``_FieldError`` (field None for non-field problems)."""
-    try:
-        record = json.loads(raw.decode("utf-8-sig"))  # tolerate a BOM from Windows tools
-    except UnicodeDecodeError:
-        raise _FieldError(None, "not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise _FieldError(None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise _FieldError(None, f"expected a JSON object (got {type(record).__name__})")
-    for name in _REQUIRED:
-        if name not in record:
-            raise _FieldError(name, "missing required field")
-    return TraceRequest(record["arrival"], record["prompt_tokens"], record["output_tokens"],
-                        record["ttft"], record["tds"], record.get("class"))
-
-
-def _check_length(request: TraceRequest, limit: int) -> None:
-    """Refuse a request longer than the engine's ``limit`` (prompt + output tokens), naming the field."""
-    if request.prompt_tokens >= limit:
-        raise _FieldError("prompt_tokens", f"{request.prompt_tokens} exceeds the engine's limit of {limit} tokens "
-                                           f"per request, at least one of them generated")
-    if request.prompt_tokens + request.output_tokens > limit:
-        raise _FieldError("output_tokens", f"{request.output_tokens} after {request.prompt_tokens} prompt tokens "
-                                           f"exceeds the engine's limit of {limit} tokens per request")
-
-
-def read_trace(path: str | os.PathLike, *, max_request_tokens: int | None = None) -> list[TraceRequest]:
-    """Read a JSONL trace (ours or a production one in the same format), validating each line.
-
-    Unknown keys are ignored and blank lines skipped. Arrivals must be non-decreasing: a
-    decreasing one is reported rather than silently re-ordered, as it usually means a merged
-    or truncated file. With ``max_request_tokens`` (the engine's limit,
-    ``LatencyProfile.max_request_tokens``) a longer request is refused, never clipped. Every
-    problem raises ``TraceFormatError`` naming the line and field.
-    """
-    trace: list[TraceRequest] = []
-    with open(path, "rb") as f:  # bytes, so a bad encoding is reported with its line number
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                request = _parse_record(text)
-                if max_request_tokens is not None:
-                    _check_length(request, max_request_tokens)
-            except _FieldError as exc:
-                raise TraceFormatError(path, line_no, exc.field, exc.reason) from None
-            if trace and request.arrival < trace[-1].arrival:
-                raise TraceFormatError(path, line_no, "arrival",
-                                       f"must be >= the previous arrival {trace[-1].arrival!r} "
-                                       f"(got {request.arrival!r})")
-            trace.append(request)
-    return trace
