@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from factories import Recording, make_latency, make_trace, shipped_latency
 
-from andes.engines.sim.core import DONE, RUNNING, SWAPPED, WAITING, SimCore, simulate
+from andes.engines.sim import simulate
+from andes.engines.sim.core import DONE, RUNNING, SWAPPED, WAITING, SimCore
 from andes.qoe import qoe
 from andes.scheduler.andes import AndesConfig, AndesPolicy
 from andes.scheduler.baselines import FCFSPolicy, LeastQoEFirstPolicy, RoundRobinPolicy

@@ -6,8 +6,9 @@
 by slot, so a step costs a handful of vector operations whatever the batch size; that is what
 lets a 10,000-request trace run in seconds.
 
-Two drivers use it: ``simulate`` runs a trace in virtual time for benchmarks, and ``SimEngine``
-(``andes.engines.sim.engine``) runs it against a real clock behind the engine interface.
+Two drivers use it: ``simulate`` (``andes.engines.sim.run``) runs a trace in virtual time for
+benchmarks, and ``SimEngine`` (``andes.engines.sim.engine``) runs it against a real clock behind
+the engine interface.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from andes.latency_refit import OnlineRefit
 from andes.qoe import DigestState, RequestOutcome, change_reader, qoe_from_state
 from andes.scheduler.base import Budget, Policy, SchedulerView
 
-__all__ = ["SimCore", "StepResult", "check_fits", "simulate"]
+__all__ = ["DONE", "RUNNING", "SWAPPED", "SimCore", "StepResult", "WAITING", "check_fits"]
 
 # Request states (0: a slot not yet used).
 WAITING, RUNNING, SWAPPED, DONE = 1, 2, 3, 4
@@ -410,43 +411,3 @@ class SimCore:
                 )
             )
         return out
-
-
-@dataclass
-class SimResult:
-    """A finished virtual-time run."""
-
-    outcomes: list[RequestOutcome]
-    num_steps: int
-    num_preemptions: int
-    num_swaps: int
-    makespan_s: float
-
-
-def simulate(trace, policy: Policy, latency: LatencyModel, *, oracle: bool = False,
-             time_limit_s: float = math.inf, refit: OnlineRefit | None = None) -> SimResult:
-    """Run ``trace`` (objects with arrival, prompt_tokens, output_tokens, ttft, tds) to the end
-    in virtual time. Requests still unfinished at ``time_limit_s`` end as ``failed``. With
-    ``refit``, steps cost what ``latency`` says while the policy decides with ``refit.model``."""
-    for i, r in enumerate(trace):  # before any work: a run must not end in its last request's error
-        check_fits(r.prompt_tokens, r.output_tokens, latency.profile, f"trace request {i} (arrival {r.arrival!r} s)")
-    core = SimCore(policy, latency, oracle=oracle, capacity=max(16, len(trace)), refit=refit)
-    arrivals = np.array([r.arrival for r in trace], dtype=np.float64)
-    if arrivals.size and np.any(np.diff(arrivals) < 0):
-        raise ValueError("trace: arrivals must be non-decreasing")
-    now, ptr, n = (float(arrivals[0]) if arrivals.size else 0.0), 0, len(trace)
-    while ptr < n or core.has_work:
-        hi = int(np.searchsorted(arrivals, now, side="right"))
-        for r in trace[ptr:hi]:
-            core.add_request(r.arrival, r.prompt_tokens, r.output_tokens, r.ttft, r.tds)
-        ptr = max(ptr, hi)
-        if not core.has_work:
-            now = float(arrivals[ptr])
-            continue
-        if now > time_limit_s:
-            break
-        now += core.step(now).duration
-    for slot in np.flatnonzero(core.state[: core.num_slots] != DONE):
-        core.abort(int(slot), "failed")
-    return SimResult(core.outcomes(), core.counters.num_steps, core.counters.num_preemptions,
-                     core.counters.num_swaps, now - (float(arrivals[0]) if n else 0.0))
