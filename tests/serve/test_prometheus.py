@@ -31,6 +31,7 @@ from andes.loadgen.serve_proc import free_port, start_serve
 from andes.observe.dashboard import all_queries
 from andes.observe.top import fetch, query
 from factories import make_profile
+from serve_cluster import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
 
@@ -38,18 +39,6 @@ CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NUM_STREAMS = 10
 TIMEOUT_S = 90.0
-
-
-def wait_until(check, timeout_s: float, what: str, pause_s: float = 1.0):
-    """Poll ``check()`` until it returns something truthy; its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(pause_s)
 
 
 def serve_config(workdir: Path) -> Path:
@@ -133,7 +122,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, mon
     try:
         served = start_serve(serve_config(tmp_path), tmp_path)
         url = served.url
-        wait_until(lambda: _healthy(url, served), TIMEOUT_S, "serve run to answer /health")
+        wait_until(lambda: _healthy(url, served), TIMEOUT_S, "serve run to answer /health", every_s=1.0)
         with ThreadPoolExecutor(NUM_STREAMS + 2) as pool:
             finals = list(pool.map(lambda i: stream(url, service_class=("text", "voice")[i % 2]),
                                    range(NUM_STREAMS)))
@@ -150,12 +139,12 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, mon
                   'sum(ray_andes_replica_finished_total{finish_reason="length"})': completed,
                   "sum(ray_andes_rejections_total)": 1, "sum(ray_andes_client_disconnects_total)": 1}
         wait_until(lambda: {e: value(prom, e) for e in counts} == counts, TIMEOUT_S,
-                   f"the counts {counts} ({ {e: value(prom, e) for e in counts} })")
+                   f"the counts {counts} ({ {e: value(prom, e) for e in counts} })", every_s=1.0)
         time.sleep(3)  # a few more scrapes: rate() needs two samples of each series
         empty = []
         for expr in all_queries():
             try:
-                wait_until(lambda e=expr: query(prom, e), 20, expr)
+                wait_until(lambda e=expr: query(prom, e), 20, expr, every_s=1.0)
             except AssertionError:
                 empty.append(expr)
         assert empty == [], f"dashboard queries without data: {empty}"
