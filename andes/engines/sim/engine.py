@@ -239,7 +239,11 @@ class SimEngine:
                     # Ahead of the timeline: wait for the step's end. Behind it: run the next
                     # step at once, but let the loop serve its other tasks every max_burst_s.
                     await self._sleep(max(0.0, t - now))
-                    last_yield = self.clock()
+                    # A timer may fire a fraction of a millisecond early; tokens stamped t must
+                    # not reach a consumer before t on the same clock.
+                    while (now := self.clock()) < t:
+                        await self._sleep(t - now)
+                    last_yield = now
                 self._step_ewma = 0.9 * self._step_ewma + 0.1 * result.duration if self._step_ewma else result.duration
                 self._publish(result, t)
         except Exception as exc:  # a bug must not leave streams hanging: end them with an error
