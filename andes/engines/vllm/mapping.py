@@ -23,7 +23,7 @@ from andes.qoe import DigestState, change_reader
 from andes.scheduler.base import SchedulerView
 
 __all__ = ["RequestTrack", "build_view", "expectations_from_extra_args", "next_step_blocks",
-           "request_rows", "view_from_rows"]
+           "request_rows", "view_from_columns", "view_from_rows"]
 
 
 def expectations_from_extra_args(extra_args: Any, num_prompt_tokens: int,
@@ -119,10 +119,19 @@ _NUM_COLS = 12
 
 def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> SchedulerView:
     """The policy's view of requests whose rows are ``m`` (the first ``num_running`` hold KV)."""
-    n = m.shape[0]
+    if m.shape[0] == 0:
+        return SchedulerView.empty()
+    return view_from_columns(m[:, :6], m[:, 6:].astype(np.int64), num_running, block_size)
+
+
+def view_from_columns(floats: np.ndarray, ints: np.ndarray, num_running: int,
+                      block_size: int) -> SchedulerView:
+    """The view of rows split into their float columns (arrival, ttft, tds, last digest, delay
+    area, last change) and integer ones (prompt, digest tokens, tokens, computed, preemptions,
+    tokens before the reader's segment), as ``request_rows`` orders them."""
+    n = floats.shape[0]
     if n == 0:
         return SchedulerView.empty()
-    ints = m[:, 6:].astype(np.int64)
     is_running = np.arange(n) < num_running
     context = ints[:, 2]
     blocks = -(-(context + 1) // block_size)
@@ -130,17 +139,17 @@ def view_from_rows(m: np.ndarray, num_running: int, block_size: int) -> Schedule
     return SchedulerView(
         is_running=is_running,
         is_swapped=np.zeros(n, dtype=bool),  # vLLM v1 preempts by recompute only
-        arrival=m[:, 0],
-        ttft=m[:, 1],
-        tds=m[:, 2],
+        arrival=floats[:, 0],
+        ttft=floats[:, 1],
+        tds=floats[:, 2],
         num_prompt_tokens=ints[:, 0],
         # Tokens of a reader's closed segments count for the context, not for the digest state.
         num_output_tokens=ints[:, 1] + ints[:, 5],
         num_blocks=blocks,
-        last_digest=m[:, 3],
-        delay_area=m[:, 4],
+        last_digest=floats[:, 3],
+        delay_area=floats[:, 4],
         num_preemptions=ints[:, 4],
-        last_change=m[:, 5],
+        last_change=floats[:, 5],
         remaining_tokens=np.full(n, math.nan),  # a real engine does not know output lengths
         num_uncomputed=uncomputed,
         num_digest_tokens=ints[:, 1] if ints[:, 5].any() else None,

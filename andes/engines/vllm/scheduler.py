@@ -41,12 +41,12 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from andes.engines.base import MAX_POLICY_TIMES
-from andes.engines.vllm.mapping import (RequestTrack, expectations_from_extra_args, next_step_blocks, request_rows,
-                                       view_from_rows)
+from andes.engines.vllm.mapping import RequestTrack, expectations_from_extra_args, next_step_blocks
+from andes.engines.vllm.rows import ViewRows
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
 from andes.latency import LatencyModel, load_profile
 from andes.latency_refit import OnlineRefit
-from andes.scheduler.base import Budget, Policy
+from andes.scheduler.base import Budget, Decision, Policy
 
 __all__ = ["AndesScheduler", "AndesSyncScheduler"]
 
@@ -93,9 +93,8 @@ class _AndesMixin:
         # (scheduled-at, decoders, context tokens, prefill tokens) of steps awaiting output.
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
-        self._waiting_key: list[str] = []
+        self.view_rows = ViewRows()  # the policy's view, kept up to date as requests change
         self._set_aside: list[Request] = []  # waiting requests hidden from this step's stock loop
-        self._waiting_cache = request_rows([], [])
         logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
                     self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
 
@@ -130,13 +129,13 @@ class _AndesMixin:
         sees it at the next step. False when this scheduler does not hold the request.
 
         vLLM's scheduler knows the adapter's ids with a suffix (``<id>-<8 hex>``)."""
-        track = self.tracks.get(request_id)
-        if track is None:
-            track = next((t for rid, t in self.tracks.items() if rid.startswith(request_id + "-")), None)
-        if track is None:
+        rid = request_id if request_id in self.tracks else next(
+            (rid for rid in self.tracks if rid.startswith(request_id + "-")), None)
+        if rid is None:
             return False
-        if track.change_reader(time.time(), tds, paused):
-            self._waiting_key = []  # the cached rows of waiting requests hold the old pace
+        track = self.tracks[rid]
+        track.change_reader(time.time(), tds, paused)
+        self.view_rows.put_track(rid, track)
         return True
 
     # -- intake ---------------------------------------------------------------------------
@@ -144,6 +143,9 @@ class _AndesMixin:
         """Queue ``request`` with its reader's expectations; bad values fail it, never the engine."""
         if request.request_id in self.requests:  # streaming-input continuation: same request
             super().add_request(request)
+            track = self.tracks.get(request.request_id)
+            if track is not None:  # its prompt grew: read its counters again
+                self.view_rows.add(request.request_id, track)
             return
         self.counters.num_requests_seen += 1
         params = request.sampling_params
@@ -157,6 +159,7 @@ class _AndesMixin:
         arrival = float(request.arrival_time)
         track = RequestTrack(ttft, tds, arrival, last_change=arrival, error=error)
         self.tracks[request.request_id] = track
+        self.view_rows.add(request.request_id, track)
         super().add_request(request)
         if error is not None:
             self.counters.num_rejected += 1
@@ -192,18 +195,6 @@ class _AndesMixin:
         c.num_preemptions += len(output.preempted_req_ids)
         self._note_scheduled(output, now)
         return output
-
-    def _rows(self, requests: list[Request]) -> np.ndarray:
-        return request_rows(requests, [self.tracks[r.request_id] for r in requests])
-
-    def _waiting_rows(self, waiting: list[Request]) -> np.ndarray:
-        """Rows of the waiting requests, reused while the queue holds the same requests (a
-        waiting request's row changes only when it is admitted or preempted, which changes the
-        queue). Under overload this halves the work of building the view."""
-        key = [r.request_id for r in waiting]
-        if key != self._waiting_key:
-            self._waiting_key, self._waiting_cache = key, self._rows(waiting)
-        return self._waiting_cache
 
     def _candidates(self) -> tuple[list[Request], list[Request]]:
         running = list(self.running)
@@ -241,9 +232,7 @@ class _AndesMixin:
         running, waiting = self._candidates()
         if not (running or waiting) or not self._needs_decision(running, waiting):
             return
-        cands = running + waiting
-        view = view_from_rows(np.concatenate([self._rows(running), self._waiting_rows(waiting)]),
-                              len(running), self.block_size)
+        view = self.view_rows.view(running, waiting, self.counters.num_steps, self.block_size)
         budget = Budget(
             num_gpu_blocks=self._num_blocks,
             max_num_seqs=int(self.max_num_running_reqs),
@@ -253,37 +242,42 @@ class _AndesMixin:
             num_free_cpu_blocks=0,
         )
         self.counters.num_policy_calls += 1
-        decision = self.policy.decide(view, budget, self.latency, now)
+        self._apply_decision(self.policy.decide(view, budget, self.latency, now), running, waiting, now)
 
+    def _apply_decision(self, decision: Decision, running: list[Request], waiting: list[Request],
+                        now: float) -> None:
+        """Preempt the policy's victims, order the running list, leave only admitted requests
+        in the queue the stock loop sees (indices: ``running`` then ``waiting``)."""
         n_run = len(running)
-        stamp = time.monotonic()
-        victims = [cands[i] for i in decision.preempt.tolist() if i < n_run]
+        run, preempt = np.asarray(decision.run), np.asarray(decision.preempt)
+        victims = [running[i] for i in preempt[preempt < n_run].tolist()]
         if victims:
             gone = set(map(id, victims))
             self.running = [r for r in self.running if id(r) not in gone]
+            stamp = time.monotonic()
             for req in victims:
                 self._preempt_request(req, stamp)
-                self.tracks[req.request_id].on_preempted(now, by_policy=True)
+                track = self.tracks[req.request_id]
+                track.on_preempted(now, by_policy=True)
+                self.view_rows.put_track(req.request_id, track)
             self.counters.num_policy_preemptions += len(victims)
-        run = decision.run.tolist()
         # Running order = the policy's priority; runners it neither ranked nor evicted follow.
-        ranked = [cands[i] for i in run if i < n_run]
+        ranked = [running[i] for i in run[run < n_run].tolist()]
         if len(ranked) + len(victims) < n_run:
             seen = set(map(id, ranked))
             ranked += [r for r in self.running if id(r) not in seen]
         self.running = ranked
-        admitted = [cands[i] for i in run if i >= n_run]
+        admitted = [waiting[i] for i in (run[run >= n_run] - n_run).tolist()]
         if len(admitted) == len(waiting) and not victims:
             return  # everyone admitted: the queue stays as it is
         # The stock loop sees the admitted requests, in the policy's order, then requests the
         # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
+        # Every schedulable request in the queue now was a candidate (victims included).
         admitted_ids = set(map(id, admitted))
-        cand_ids = set(map(id, cands))
         others, held = [], []
         for r in self.waiting:
-            if id(r) in admitted_ids:
-                continue
-            (held if id(r) in cand_ids else others).append(r)
+            if id(r) not in admitted_ids:
+                (held if r.status in _SCHEDULABLE else others).append(r)
         self._set_aside.extend(held)
         self.waiting.clear()
         self.waiting.extend(admitted)
@@ -291,19 +285,19 @@ class _AndesMixin:
 
     def _note_scheduled(self, output: Any, now: float) -> None:
         """Admissions for the tracks; the step's composition for the latency refit."""
-        for new in output.scheduled_new_reqs:
-            track = self.tracks.get(new.req_id)
-            if track is not None:
-                track.on_admitted(now)
+        rows = self.view_rows
         cached = output.scheduled_cached_reqs
-        for req_id in getattr(cached, "resumed_req_ids", ()) or ():
+        admitted = [new.req_id for new in output.scheduled_new_reqs]
+        for req_id in admitted + list(getattr(cached, "resumed_req_ids", ()) or ()):
             track = self.tracks.get(req_id)
             if track is not None:
                 track.on_admitted(now)
+                rows.put_track(req_id, track)
         for req_id in output.preempted_req_ids:  # stock fallback preemptions (ours are noted)
             track = self.tracks.get(req_id)
             if track is not None and track.decoding:
                 track.on_preempted(now, by_policy=False)
+                rows.put_track(req_id, track)
         if not output.total_num_scheduled_tokens:
             return
         decoders = context = prefill = 0
@@ -330,18 +324,21 @@ class _AndesMixin:
             if self.refit is not None and self.refit.observe(decoders, context, prefill, seconds):
                 self.latency = self.refit.model
         self._last_output_at = now
+        got_ids, got_tracks = [], []  # requests that got tokens and go on
         for batch in outputs.values():
             for out in batch.outputs:
                 track = self.tracks.get(out.request_id)
                 if track is None:
                     continue
-                if out.new_token_ids:
-                    track.on_tokens(len(out.new_token_ids), now)
-                    req = self.requests.get(out.request_id)
-                    if req is not None and req.status != RequestStatus.RUNNING:
-                        self._waiting_key = []  # a preempted request's late token: rows changed
                 if out.finish_reason is not None:
+                    if out.new_token_ids:
+                        track.on_tokens(len(out.new_token_ids), now)
                     self._retire(out.request_id, track, str(out.finish_reason))
+                elif out.new_token_ids:
+                    track.on_tokens(len(out.new_token_ids), now)
+                    got_ids.append(out.request_id)
+                    got_tracks.append(track)
+        self.view_rows.put_tokens(got_ids, got_tracks)
         if len(self.tracks) > len(self.requests):  # a request left by a path we did not see
             for rid in [rid for rid in self.tracks if rid not in self.requests]:
                 self._retire(rid, self.tracks[rid], "unknown")
@@ -357,6 +354,7 @@ class _AndesMixin:
 
     def _retire(self, req_id: str, track: RequestTrack, finish: str) -> None:
         self.tracks.pop(req_id, None)
+        self.view_rows.remove(req_id)
         self.finished_records.append({
             "request_id": req_id,
             "finish_reason": finish,
