@@ -54,8 +54,8 @@ class ViewRows:
         self._free: list[int] = []
         self._floats = np.zeros((0, 6))
         self._ints = np.zeros((0, 6), dtype=np.int64)
-        self._seen_at = np.zeros(0, dtype=np.int64)  # step of the last view that showed the request
-        self._seen_running = np.zeros(0, dtype=bool)  # ... and whether it ran then
+        # 2 * (step of the last view that showed the request) + (1 if it ran then, else 0).
+        self._seen = np.zeros(0, dtype=np.int64)
         # The last running and waiting lists and their slots: the lists rarely change.
         self._last: list[tuple[list[Any], np.ndarray]] = [([], np.zeros(0, dtype=np.int64))] * 2
         self._grow(capacity)
@@ -71,8 +71,7 @@ class ViewRows:
         new = max(capacity, 2 * old, 16)
         self._floats = np.concatenate([self._floats, np.zeros((new - old, 6))])
         self._ints = np.concatenate([self._ints, np.zeros((new - old, 6), dtype=np.int64)])
-        self._seen_at = np.concatenate([self._seen_at, np.full(new - old, _NEVER, dtype=np.int64)])
-        self._seen_running = np.concatenate([self._seen_running, np.zeros(new - old, dtype=bool)])
+        self._seen = np.concatenate([self._seen, np.full(new - old, _NEVER, dtype=np.int64)])
         self._free.extend(range(new - 1, old - 1, -1))  # pop() hands out the lowest slot first
 
     def add(self, req_id: str, track: RequestTrack) -> None:
@@ -84,7 +83,7 @@ class ViewRows:
                 self._grow(0)
             slot = self._slot_of[req_id] = self._free.pop()
             self._last = [([], np.zeros(0, dtype=np.int64))] * 2
-        self._seen_at[slot] = _NEVER
+        self._seen[slot] = _NEVER
         self.put_track(req_id, track)
 
     def remove(self, req_id: str) -> None:
@@ -114,8 +113,8 @@ class ViewRows:
         for col, get, source in _TOKEN_FLOATS:
             self._floats[slots, col] = np.fromiter(map(get, digests if source else tracks), np.float64, n)
         self._ints[slots, _DIGEST_TOKENS] = np.fromiter(map(_num_tokens, digests), np.int64, n)
-        waited = slots[~self._seen_running[slots]]  # a preempted request's late token
-        self._seen_at[waited] = _NEVER
+        seen = self._seen[slots]
+        self._seen[slots[seen % 2 == 0]] = _NEVER  # waited at its last view: a late token
 
     def view(self, running: Sequence[Any], waiting: Sequence[Any], step: int,
              block_size: int) -> SchedulerView:
@@ -126,10 +125,9 @@ class ViewRows:
         if n == 0:
             return SchedulerView.empty()
         slots = np.concatenate([self._slots(running, 0), self._slots(waiting, 1)])
-        is_running = np.arange(n) < num_running
-        fresh = np.flatnonzero((self._seen_at[slots] != step - 1) | (self._seen_running[slots] != is_running))
-        self._seen_at[slots] = step
-        self._seen_running[slots] = is_running
+        now_seen = (np.arange(n) < num_running) + 2 * step
+        fresh = np.flatnonzero(self._seen[slots] != now_seen - 2)  # not so at the step before
+        self._seen[slots] = now_seen
         if fresh.size:
             requests = list(chain(running, waiting))
             self._read(_COUNTERS, [requests[i] for i in fresh.tolist()], slots[fresh])

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections import deque
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from vllm.v1.request import Request, RequestStatus
 from andes.engines.base import MAX_POLICY_TIMES
 from andes.engines.vllm.mapping import RequestTrack, expectations_from_extra_args, next_step_blocks
 from andes.engines.vllm.rows import ViewRows
+from andes.engines.vllm.sched_stats import SchedulerCounters, StatsMixin
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
 from andes.latency import LatencyModel, load_profile
 from andes.latency_refit import OnlineRefit
@@ -53,25 +54,12 @@ __all__ = ["AndesScheduler", "AndesSyncScheduler"]
 logger = logging.getLogger("andes.vllm")
 
 _SCHEDULABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+_status = attrgetter("status")
 _FINISHED_KEEP = 1024  # finished requests whose records stats() still reports
 _STEP_KEEP = 4096  # measured steps kept for profiling
 
 
-@dataclasses.dataclass
-class _Counters:
-    num_steps: int = 0
-    num_policy_calls: int = 0
-    num_policy_errors: int = 0
-    num_preemptions: int = 0  # all recompute preemptions (policy and stock fallback)
-    num_policy_preemptions: int = 0
-    num_requests_seen: int = 0
-    num_rejected: int = 0
-    policy_seconds_total: float = 0.0
-    policy_seconds_max: float = 0.0
-    policy_seconds_last: float = 0.0
-
-
-class _AndesMixin:
+class _AndesMixin(StatsMixin):
     """Everything Andes adds to a vLLM scheduler; mixed into both bases below."""
 
     # -- setup ----------------------------------------------------------------------------
@@ -88,7 +76,7 @@ class _AndesMixin:
         self.tracks: dict[str, RequestTrack] = {}
         self.finished_records: deque[dict[str, Any]] = deque(maxlen=_FINISHED_KEEP)
         self.step_records: deque[tuple[float, float, float, float]] = deque(maxlen=_STEP_KEEP)
-        self.counters = _Counters()
+        self.counters = SchedulerCounters()
         self.policy_times: deque[float] = deque(maxlen=MAX_POLICY_TIMES)  # drained by telemetry()
         # (scheduled-at, decoders, context tokens, prefill tokens) of steps awaiting output.
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
@@ -198,7 +186,10 @@ class _AndesMixin:
 
     def _candidates(self) -> tuple[list[Request], list[Request]]:
         running = list(self.running)
-        waiting = [r for r in self.waiting if r.status in _SCHEDULABLE]
+        waiting = list(self.waiting)
+        statuses = list(map(_status, waiting))  # counted in C: the common case is "all of them"
+        if sum(map(statuses.count, _SCHEDULABLE)) < len(statuses):
+            waiting = [r for r in waiting if r.status in _SCHEDULABLE]
         return running, waiting
 
     def _needs_decision(self, running: list[Request], waiting: list[Request]) -> bool:
@@ -272,12 +263,16 @@ class _AndesMixin:
             return  # everyone admitted: the queue stays as it is
         # The stock loop sees the admitted requests, in the policy's order, then requests the
         # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
-        # Every schedulable request in the queue now was a candidate (victims included).
-        admitted_ids = set(map(id, admitted))
         others, held = [], []
-        for r in self.waiting:
-            if id(r) not in admitted_ids:
-                (held if r.status in _SCHEDULABLE else others).append(r)
+        if not victims and len(self.waiting) == len(waiting):  # the queue is the candidates
+            is_held = np.ones(len(waiting), dtype=bool)
+            is_held[run[run >= n_run] - n_run] = False
+            held = [waiting[i] for i in np.flatnonzero(is_held).tolist()]
+        else:  # every schedulable request in the queue now was a candidate (victims included)
+            admitted_ids = set(map(id, admitted))
+            for r in self.waiting:
+                if id(r) not in admitted_ids:
+                    (held if r.status in _SCHEDULABLE else others).append(r)
         self._set_aside.extend(held)
         self.waiting.clear()
         self.waiting.extend(admitted)
@@ -366,50 +361,6 @@ class _AndesMixin:
             "qoe": track.digest.qoe() if track.digest.num_before + track.digest.num_tokens else 0.0,
             "error": track.error,
         })
-
-    # -- stats ----------------------------------------------------------------------------
-    def andes_stats(self, include_requests: bool = False) -> dict[str, Any]:
-        """Counters for the adapter, metrics and tests (cheap unless ``include_requests``)."""
-        c = self.counters
-        stats: dict[str, Any] = dataclasses.asdict(c)
-        stats.update(
-            policy=getattr(self.policy, "name", type(self.policy).__name__),
-            policy_seconds_mean=c.policy_seconds_total / c.num_steps if c.num_steps else 0.0,
-            latency_profile=self.latency.profile.name,
-            num_refits=self.refit.num_refits if self.refit is not None else 0,
-            num_running=len(self.running),
-            num_waiting=len(self.waiting),
-            num_free_blocks=int(self.kv_cache_manager.block_pool.get_num_free_blocks()),
-            num_total_blocks=self._num_blocks,
-            block_size=int(self.block_size),
-            max_num_seqs=int(self.max_num_running_reqs),
-            step_time_s=self._recent_step_time(),
-        )
-        if include_requests:
-            now = time.time()
-            stats["requests"] = {
-                rid: {"ttft": t.ttft, "tds": t.tds, "arrival": t.arrival,
-                      "num_tokens": t.digest.num_tokens, "last_digest": t.digest.last_digest,
-                      "num_preemptions": int(self.requests[rid].num_preemptions) if rid in self.requests else 0,
-                      "num_policy_preemptions": t.num_policy_preemptions,
-                      "live_qoe": t.live_qoe(now), "error": t.error}
-                for rid, t in self.tracks.items()
-            }
-            stats["finished"] = list(self.finished_records)
-        return stats
-
-    def drain_policy_times(self) -> list[float]:
-        """Policy time of each step since the previous call (the metrics' histogram)."""
-        times = list(self.policy_times)
-        self.policy_times.clear()
-        return times
-
-    def _recent_step_time(self) -> float:
-        if not self.step_records:
-            return math.nan
-        recent = [s[3] for s in list(self.step_records)[-32:]]
-        return float(np.median(recent))
-
 
 class AndesScheduler(_AndesMixin, AsyncScheduler):
     """The Andes policies in vLLM's async scheduler (``--scheduler-cls`` points here)."""
