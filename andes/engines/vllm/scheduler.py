@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -54,7 +53,6 @@ __all__ = ["AndesScheduler", "AndesSyncScheduler"]
 logger = logging.getLogger("andes.vllm")
 
 _SCHEDULABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
-_status = attrgetter("status")
 _FINISHED_KEEP = 1024  # finished requests whose records stats() still reports
 _STEP_KEEP = 4096  # measured steps kept for profiling
 
@@ -186,10 +184,7 @@ class _AndesMixin(StatsMixin):
 
     def _candidates(self) -> tuple[list[Request], list[Request]]:
         running = list(self.running)
-        waiting = list(self.waiting)
-        statuses = list(map(_status, waiting))  # counted in C: the common case is "all of them"
-        if sum(map(statuses.count, _SCHEDULABLE)) < len(statuses):
-            waiting = [r for r in waiting if r.status in _SCHEDULABLE]
+        waiting = [r for r in self.waiting if r.status in _SCHEDULABLE]
         return running, waiting
 
     def _needs_decision(self, running: list[Request], waiting: list[Request]) -> bool:
