@@ -9,6 +9,13 @@ is exactly the scheduler's, with no model-execution noise, for each class on the
 - ``overload``: ``2B`` requests for ``B`` seats and KV for about ``B`` contexts: every step has
   waiting requests and memory pressure, so the policy decides every step.
 
+Per step it records the wall time of ``schedule()`` (``*_ms``), its CPU time (``cpu_*``: the
+thread's own, so a busy host inflates it less) and the wall time of ``update_from_output``
+(``update_*``: where the Andes scheduler notes each step's tokens); ``policy_mean_ms`` is the
+scheduler's own timer around its policy step (view, decision, applying it), averaged over all
+steps. The load average is recorded beside each record: on a shared host the wall times are
+upper bounds.
+
 Prints a table and writes ``bench/results/vllm_sched_overhead.json``.
 """
 
@@ -68,19 +75,22 @@ def _requests(n: int, seed: int) -> list[Any]:
     return out
 
 
-def _drive(sched, requests, warmup: int, steps: int) -> list[float]:
-    """Run ``warmup + steps`` scheduler steps; the seconds ``schedule()`` took in the last ``steps``."""
+def _drive(sched, requests, warmup: int, steps: int) -> dict[str, list[float]]:
+    """Run ``warmup + steps`` scheduler steps; per step of the last ``steps``, the seconds
+    ``schedule()`` took (wall, ``wall``; the thread's CPU, ``cpu``) and ``update_from_output``
+    took (``update``)."""
     from vllm.v1.outputs import ModelRunnerOutput
 
     for r in requests:
         sched.add_request(r)
-    times = []
+    times: dict[str, list[float]] = {"wall": [], "cpu": [], "update": []}
     for step in range(warmup + steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         out = sched.schedule()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.thread_time() - c0
         if step >= warmup:
-            times.append(dt)
+            times["wall"].append(dt)
+            times["cpu"].append(dc)
         ids = list(out.num_scheduled_tokens)
         sampled = []
         for rid in ids:
@@ -89,7 +99,10 @@ def _drive(sched, requests, warmup: int, steps: int) -> list[float]:
             sampled.append([11 + step % 500] if done else [])
         mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
                                 sampled_token_ids=sampled)
+        t0 = time.perf_counter()
         sched.update_from_output(out, mro)
+        if step >= warmup:
+            times["update"].append(time.perf_counter() - t0)
     return times
 
 
@@ -104,7 +117,8 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list
                ("AndesScheduler andes", AndesScheduler, "andes"),
                ("AndesScheduler fcfs", AndesScheduler, "fcfs"),
                ("vllm Scheduler", Scheduler, None),
-               ("AndesSyncScheduler andes", AndesSyncScheduler, "andes")]
+               ("AndesSyncScheduler andes", AndesSyncScheduler, "andes"),
+               ("AndesSyncScheduler fcfs", AndesSyncScheduler, "fcfs")]
     records = []
     for scenario in ("steady", "overload"):
         for b in batch_sizes:
@@ -117,10 +131,13 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list
             for label, cls, policy in classes:
                 sched = _scheduler(cls, model_dir, blocks, b, policy)
                 times = _drive(sched, _requests(n, seed=b), warmup, steps)
-                ms = [t * 1e3 for t in times]
+                ms = [t * 1e3 for t in times["wall"]]
                 rec = {"scenario": scenario, "batch": b, "requests": n, "kv_blocks": blocks - 1,
                        "scheduler": label, "mean_ms": statistics.fmean(ms),
-                       "p50_ms": statistics.median(ms), "p99_ms": sorted(ms)[int(0.99 * (len(ms) - 1))]}
+                       "p50_ms": statistics.median(ms), "p99_ms": sorted(ms)[int(0.99 * (len(ms) - 1))],
+                       "cpu_mean_ms": statistics.fmean(times["cpu"]) * 1e3,
+                       "update_mean_ms": statistics.fmean(times["update"]) * 1e3,
+                       "load_1m": os.getloadavg()[0]}
                 if policy:
                     stats = sched.andes_stats()
                     rec.update(policy_calls=stats["num_policy_calls"],
@@ -130,8 +147,8 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list
                 if label.startswith("vllm"):
                     base[label] = rec
                 else:
-                    rec["added_mean_ms"] = rec["mean_ms"] - base[stock]["mean_ms"]
-                    rec["added_p50_ms"] = rec["p50_ms"] - base[stock]["p50_ms"]
+                    for key in ("mean_ms", "p50_ms", "cpu_mean_ms", "update_mean_ms"):
+                        rec[f"added_{key}"] = rec[key] - base[stock][key]
                 records.append(rec)
                 print(format_table([rec], list(rec)).splitlines()[-1], flush=True)
     return records
@@ -147,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results/vllm_sched_overhead.json")
     args = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
@@ -156,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
         records = run(model, sizes, args.warmup, args.steps)
     cols = ["scenario", "batch", "scheduler", "mean_ms", "p50_ms", "p99_ms", "added_mean_ms",
-            "added_p50_ms", "policy_mean_ms", "policy_calls", "preemptions"]
+            "added_p50_ms", "added_cpu_mean_ms", "added_update_mean_ms", "policy_mean_ms", "policy_calls",
+            "preemptions", "load_1m"]
     print()
     print(format_table(records, cols))
     write_json(Path(args.out), {"warmup": args.warmup, "steps": args.steps, "block_size": BLOCK,
-                                "prompt_tokens": PROMPT, "records": records})
+                                "prompt_tokens": PROMPT, "load_average_before": load_before,
+                                "load_average_after": os.getloadavg(), "records": records})
     return 0
