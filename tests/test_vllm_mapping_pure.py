@@ -172,7 +172,8 @@ class Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
-@pytest.mark.parametrize("module", ["andes.engines.vllm.mapping", "andes.engines.vllm.settings"])
+@pytest.mark.parametrize("module", ["andes.engines.vllm.mapping", "andes.engines.vllm.rows",
+                                    "andes.engines.vllm.settings"])
 def test_imports_with_vllm_and_torch_blocked(monkeypatch, module):
     """A fresh import of the module with vLLM and torch gone from sys.modules and unimportable."""
     package = importlib.import_module("andes.engines.vllm")

@@ -1,9 +1,11 @@
 """vLLM's requests as the policy sees them (pure: reads request attributes, imports no vLLM).
 
 The scheduler keeps one ``RequestTrack`` per request (its reader's expectations and the digest
-state of the tokens delivered so far) and, each step that needs a decision, turns the running
-and waiting requests into one ``SchedulerView``: the same arrays the simulator builds in
-``SimCore._view``, so the one policy implementation decides both.
+state of the tokens delivered so far) and, each step that needs a decision, shows the policy
+the running and waiting requests as one ``SchedulerView``: the same arrays the simulator builds
+in ``SimCore._view``, so the one policy implementation decides both. ``build_view`` builds it
+from scratch; the scheduler keeps the same rows up to date instead (``andes.engines.vllm.rows``),
+and the tests hold the two equal.
 
 A vLLM ``Request`` is read for ``num_prompt_tokens``, ``num_tokens`` (prompt + output),
 ``num_computed_tokens``, ``num_preemptions``, ``arrival_time`` and

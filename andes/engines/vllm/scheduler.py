@@ -2,7 +2,8 @@
 
 Each step, before vLLM's stock ``schedule()`` runs, the policy (``andes.scheduler``, the same
 object the simulator calls) sees every running and waiting request as a ``SchedulerView`` and
-returns a ``Decision``; this class applies it with vLLM's own mechanisms:
+returns a ``Decision``; this class applies it with vLLM's own mechanisms. The view is kept up to
+date as requests change (``andes.engines.vllm.rows``), not rebuilt from the requests each step.
 
 - preemption: ``_preempt_request`` (free the KV, recompute on return), as vLLM does itself;
 - priority: ``self.running`` is reordered to the policy's order, so if memory still runs short
