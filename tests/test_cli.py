@@ -69,6 +69,15 @@ def test_bench_workload_sweeps_a_mix_over_seeds_with_the_bound(tmp_path):
     assert rows[("poisson", 0.5, "fcfs")]["mean_qoe"]["mean"] > rows[("poisson", 1.5, "fcfs")]["mean_qoe"]["mean"]
 
 
+def test_bench_workload_passes_andes_settings_to_the_policy(tmp_path, capsys):
+    args = ["bench", "--workload", "rag", "--num-requests", "10", "--seeds", "0", "--loads", "2", "--kinds", "poisson",
+            "--out", str(tmp_path), "--jobs", "1", "--no-progress", "--no-bound"]
+    assert main([*args, "--andes-settings", '{"horizon_s": -1.0}']) == 2  # reached AndesConfig, refused there
+    assert "horizon_s" in capsys.readouterr().err
+    assert main([*args, "--andes-settings", '{"fairness_weight": 0.1}']) == 0
+    assert json.loads((tmp_path / "qoe_vs_load_rag.json").read_text())["andes_settings"] == {"fairness_weight": 0.1}
+
+
 def test_bench_workload_refuses_a_trace_file(tmp_path, capsys):
     path = tmp_path / "t.jsonl"
     write_trace(path, make_trace("poisson", 3.0, 5, seed=1))

@@ -15,6 +15,7 @@ overload figure reads as a fraction of the achievable. Writes ``qoe_vs_load_<mix
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -66,13 +67,15 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 def _jobs(args, mix: str, cap: float) -> tuple[list[Job], list[tuple]]:
     """One job per (kind, load, seed, policy); the keys say which."""
     jobs, keys = [], []
+    settings = json.loads(args.andes_settings) if args.andes_settings else {}
     for kind in args.kinds:
         for load in args.loads:
             for seed in args.seeds:
                 trace = tuple(_trace(mix, kind, load * cap, args.num_requests, seed))
                 label = f"{kind}{BURST_INTENSITY:g}x" if kind == "burst" else kind
                 for name in args.policies:
-                    jobs.append(Job(name, trace, args.profile, trace_label=label))
+                    kw = settings if name.startswith("andes") else {}
+                    jobs.append(Job(name, trace, args.profile, trace_label=label, settings=kw))
                     keys.append((kind, load, seed, name))
     return jobs, keys
 
@@ -126,6 +129,8 @@ def run(args) -> dict[str, Any]:
     result = {"workload": mix, "profile": args.profile, "num_requests": args.num_requests,
               "seeds": list(args.seeds), "loads": list(args.loads), "kinds": list(args.kinds),
               "burst_intensity": BURST_INTENSITY, "fcfs_capacity_rps": cap, "rows": rows, "records": records}
+    if args.andes_settings:
+        result["andes_settings"] = json.loads(args.andes_settings)
     write_json(Path(args.out) / f"qoe_vs_load_{mix}.json", result)
     return result
 

@@ -177,6 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loads", type=ascending_positive_floats, default=DEFAULT_LOADS,
                         help="mix workloads: loads as multiples of FCFS's capacity measured in the run")
     parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="mix workloads: seeds to average")
+    parser.add_argument("--andes-settings", default="",
+                        help="mix workloads: JSON object of AndesConfig overrides for the andes policies")
     parser.add_argument("--no-bound", dest="bound", action="store_false",
                         help="mix workloads: skip the fluid bound beside rows at or above capacity")
     parser.add_argument("--skip-targets", action="store_true", help="sweep only; skip the fixed target runs")
