@@ -288,6 +288,23 @@ def test_count_objective_rescues_a_request_that_can_still_reach_the_threshold():
     assert ids(d.run) == [1]
 
 
+def test_fairness_weight_adds_the_shortfall_of_requests_that_serving_helps():
+    q_serve, q_wait = np.array([0.9, 0.3, 0.5]), np.array([0.4, 0.3, 0.6])
+    assert policy()._objective_gain(q_serve, q_wait) == pytest.approx([0.5, 0.0, 0.0])
+    # Only where serving helps: a request that loses nothing by waiting gains nothing either.
+    assert policy(fairness_weight=0.5)._objective_gain(q_serve, q_wait) == pytest.approx([0.5 + 0.5 * 0.6, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("solve", [False, True])
+def test_fairness_weight_serves_the_request_left_furthest_behind(solve):
+    # One seat's worth of memory: a request that has waited 60 s (its average-objective gain
+    # has shrunk with the wait) against one that just arrived.
+    view = make_view(req(arrival=0.0, prompt=20, blocks=8), req(arrival=59.5, prompt=20, blocks=8))
+    mode = SOLVE if solve else {"pressure_threshold": 1.0}
+    assert ids(policy(**mode).decide(view, make_budget(8), LAT, 60.0).run) == [1]
+    assert ids(policy(fairness_weight=0.5, **mode).decide(view, make_budget(8), LAT, 60.0).run) == [0]
+
+
 # ---------------------------------------------------------------- (f) config validation
 
 
@@ -302,6 +319,7 @@ def test_count_objective_rescues_a_request_that_can_still_reach_the_threshold():
     ("growth_reserve_tokens", -1.0), ("growth_reserve_tokens", math.nan), ("growth_reserve_tokens", math.inf),
     ("restore_weight", -0.5), ("restore_weight", math.nan), ("restore_weight", math.inf),
     ("min_preemption_gain", -0.1), ("min_preemption_gain", math.nan), ("min_preemption_gain", math.inf),
+    ("fairness_weight", -0.1), ("fairness_weight", math.nan), ("fairness_weight", math.inf),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -311,7 +329,7 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 def test_config_accepts_edges():
     AndesConfig(pressure_threshold=0.0, running_bonus=0.0, max_preemptions_per_request=0.0,
                 qoe_threshold=1.0, solve_every=1, growth_reserve_tokens=0.0,
-                restore_weight=0.0, min_preemption_gain=0.0)
+                restore_weight=0.0, min_preemption_gain=0.0, fairness_weight=0.0)
     AndesConfig(max_preemptions_per_request=math.inf, pressure_threshold=1.0)
 
 

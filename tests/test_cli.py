@@ -41,6 +41,51 @@ def test_bench_replays_a_trace_file(tmp_path):
     assert all(r["num_requests"] == 40 for r in data["records"])
 
 
+def test_bench_workload_sweeps_a_mix_over_seeds_with_the_bound(tmp_path):
+    rc = main(["bench", "--workload", "rag", "--num-requests", "30", "--seeds", "0,1", "--loads", "0.5,1.5",
+               "--out", str(tmp_path), "--jobs", "1", "--no-progress"])
+    assert rc == 0
+    assert not (tmp_path / "qoe_vs_load.json").exists()  # the standard sweep's file is not touched
+    data = json.loads((tmp_path / "qoe_vs_load_rag.json").read_text())
+    cap = data["fcfs_capacity_rps"]
+    assert data["workload"] == "rag" and data["seeds"] == [0, 1] and cap > 0
+    rows = {(r["kind"], r["load"], r["policy"]): r for r in data["rows"]}
+    runs = {(k, ld, p) for k in ("poisson", "burst") for ld in (0.5, 1.5) for p in ("fcfs", "andes")}
+    # The bound stands beside the overload rows only.
+    assert set(rows) == runs | {("poisson", 1.5, "bound"), ("burst", 1.5, "bound")}
+    assert len(data["records"]) == 2 * len(runs)
+    for kind, load, policy in runs:
+        recs = [r for r in data["records"] if (r["kind"], r["load"], r["policy"]) == (kind, load, policy)]
+        assert sorted(r["seed"] for r in recs) == [0, 1]
+        row = rows[(kind, load, policy)]
+        assert row["rate"] == pytest.approx(load * cap)
+        for key in ("mean_qoe", "p10_qoe", "throughput_tok_s"):
+            values = [r[key] for r in recs]
+            assert row[key]["mean"] == pytest.approx(sum(values) / 2)
+            assert (row[key]["min"], row[key]["max"]) == (min(values), max(values))
+    fcfs, andes = rows[("poisson", 1.5, "fcfs")], rows[("poisson", 1.5, "andes")]
+    ratio = andes["throughput_tok_s"]["mean"] / fcfs["throughput_tok_s"]["mean"]
+    assert andes["throughput_vs_fcfs"] == pytest.approx(ratio)
+    assert 0.0 <= rows[("poisson", 1.5, "bound")]["mean_qoe"]["mean"] <= 1.0
+    assert rows[("poisson", 0.5, "fcfs")]["mean_qoe"]["mean"] > rows[("poisson", 1.5, "fcfs")]["mean_qoe"]["mean"]
+
+
+def test_bench_workload_passes_andes_settings_to_the_policy(tmp_path, capsys):
+    args = ["bench", "--workload", "rag", "--num-requests", "10", "--seeds", "0", "--loads", "2", "--kinds", "poisson",
+            "--out", str(tmp_path), "--jobs", "1", "--no-progress", "--no-bound"]
+    assert main([*args, "--andes-settings", '{"horizon_s": -1.0}']) == 2  # reached AndesConfig, refused there
+    assert "horizon_s" in capsys.readouterr().err
+    assert main([*args, "--andes-settings", '{"fairness_weight": 0.1}']) == 0
+    assert json.loads((tmp_path / "qoe_vs_load_rag.json").read_text())["andes_settings"] == {"fairness_weight": 0.1}
+
+
+def test_bench_workload_refuses_a_trace_file(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, make_trace("poisson", 3.0, 5, seed=1))
+    assert main(["bench", "--workload", "voice", "--trace", str(path), "--out", str(tmp_path)]) == 2
+    assert "--workload" in capsys.readouterr().err
+
+
 def test_simulate_prints_a_record(capsys):
     assert main(["simulate", "--rate", "2", "--num-requests", "30", "--policy", "fcfs"]) == 0
     rec = json.loads(capsys.readouterr().out)

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from andes.profiling.fit import parse_grid
 
 __all__ = ["ascending_positive_floats", "grid_axis", "names", "number", "positive_float", "positive_floats",
-           "positive_int", "positive_ints", "positive_ints_or_none"]
+           "positive_int", "positive_ints", "positive_ints_or_none", "seeds"]
 
 
 def positive_floats(text: str) -> tuple[float, ...]:
@@ -64,6 +64,17 @@ def positive_ints(text: str) -> tuple[int, ...]:
     values = tuple(positive_int(x) for x in text.split(",") if x.strip())
     if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (got {text!r})")
+    return values
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    """Comma-separated distinct integers >= 0 (random seeds), in the order given."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 (got {text!r})")
     return values
 
 

@@ -11,7 +11,8 @@ traces overload the engine whatever the profile. Cases:
 
 Each case runs FCFS and Andes on the same traces (one per seed) in virtual time, and the fluid
 relaxation (``andes.bound``) of each trace. Figures are means over the seeds with their spread
-(min and max). Writes ``policy_eval.json`` and prints a table.
+(min and max). Writes ``policy_eval.json`` and prints a table. ``--seeds 10,11,12`` with
+``--variants`` checks the defaults on seeds they were not tuned on, beside alternatives.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ def run(args) -> dict[str, Any]:
     """The whole evaluation; returns what it writes to JSON."""
     start = time.perf_counter()
     settings = json.loads(args.andes_settings) if args.andes_settings else {}
+    variants = json.loads(args.variants) if args.variants else {}
+    names = [*args.policies, *(v for v in variants if v not in args.policies)]
     cases = [c for c in CASES if not args.cases or c.label in args.cases]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         caps = {m: fcfs_capacity(m, args.num_requests, args.seeds, args.profile, pool)
@@ -157,8 +160,8 @@ def run(args) -> dict[str, Any]:
             rate = case.load * caps[case.mix]
             for seed in args.seeds:
                 trace = tuple(_case_trace(case, rate, args.num_requests, seed))
-                for name in args.policies:
-                    policy, kw = ("andes", settings) if name.startswith("andes") else (name, {})
+                for name in names:
+                    policy, kw = _policy_settings(name, settings, variants)
                     jobs.append(Job(policy, trace, args.profile, trace_label=case.label, settings=kw))
                     keys.append((case.label, name, seed))
         records = run_jobs(jobs, workers=args.jobs, desc="policy eval", progress=False)
@@ -169,15 +172,25 @@ def run(args) -> dict[str, Any]:
     summary = []
     for i, case in enumerate(cases):
         rate = case.load * caps[case.mix]
-        runs = {n: [r for r in records if r["case"] == case.label and r["policy"] == n] for n in args.policies}
+        runs = {n: [r for r in records if r["case"] == case.label and r["policy"] == n] for n in names}
         case_bounds = bounds[i * len(args.seeds):(i + 1) * len(args.seeds)] if bounds else None
         summary.append(summarise(case, rate, caps[case.mix], runs, case_bounds))
     result = {"profile": args.profile, "num_requests": args.num_requests, "seeds": list(args.seeds),
               "andes_settings": settings, "capacity_rps": caps, "summary": summary,
               "records": records, "wall_s": time.perf_counter() - start}
+    if variants:
+        result["variants"] = variants
     print(format_table(_table_rows(summary), TABLE))
     write_json(Path(args.out), result)
     return result
+
+
+def _policy_settings(name: str, settings: dict, variants: dict) -> tuple[str, dict]:
+    """The policy a column runs: a named variant is Andes with its overrides on top of the
+    shared settings; any other ``andes*`` name is Andes with the shared settings."""
+    if name in variants:
+        return "andes", {**settings, **variants[name]}
+    return ("andes", settings) if name.startswith("andes") else (name, {})
 
 
 TABLE = ("case", "rate", "policy", "mean_qoe", "p10_qoe", "share_qoe_ge_095", "throughput_tok_s",
@@ -202,6 +215,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
     parser.add_argument("--policies", type=lambda s: tuple(s.split(",")), default=("fcfs", "andes"))
     parser.add_argument("--andes-settings", default="", help="JSON object of AndesConfig overrides")
+    parser.add_argument("--variants", default="",
+                        help='JSON object {name: AndesConfig overrides}: extra Andes columns, e.g. '
+                             '\'{"h20": {"horizon_s": 20.0}}\' (a sensitivity check of the defaults)')
     parser.add_argument("--cases", type=lambda s: tuple(s.split(",")), default=(),
                         help=f"subset of {', '.join(c.label for c in CASES)}")
     parser.add_argument("--no-bound", dest="bound", action="store_false", help="skip the fluid relaxation")

@@ -2,7 +2,10 @@
 
 Writes ``qoe_vs_load.json`` (one record per (policy, trace, rate) plus a ``summary`` with each
 policy's capacity and the Andes/FCFS ratios of the issue's targets) and PNG plots, and prints
-a table. ``--trace FILE`` replays one trace file instead of the sweep.
+a table. ``--trace FILE`` replays one trace file instead of the sweep. ``--workload rag`` (or
+``voice``) sweeps that mix instead, over several seeds and loads relative to FCFS's capacity
+(``andes.benchmarks.mix_sweep``, its own results file); the default, ``standard``, is the sweep
+below, unchanged.
 
 The target figures follow fixed definitions so they cannot be tuned by picking a rate:
 - capacity: the rate where mean QoE crosses 0.9 (and 0.95), linear between grid points;
@@ -20,9 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from andes.benchmarks.args import ascending_positive_floats, names, positive_int
+from andes.benchmarks.args import ascending_positive_floats, names, positive_int, seeds
 from andes.benchmarks.report import json_ready, format_table, plot_metrics, write_json
 from andes.benchmarks.runner import BENCH_POLICIES, Job, TraceSpec, load_trace, run_jobs
+from andes.benchmarks import mix_sweep
+from andes.benchmarks.mix_sweep import DEFAULT_LOADS, WORKLOADS
 from andes.latency import DEFAULT_PROFILE, load_profile
 
 __all__ = ["add_arguments", "capacity", "main", "run"]
@@ -118,6 +123,12 @@ def summarise(records: list[dict], overload: list[dict], bursts: list[dict], pol
 
 def run(args) -> dict[str, Any]:
     """The whole benchmark; returns what it writes to JSON."""
+    if args.workload != "standard":
+        if args.trace:
+            raise ValueError("--trace replays a file; --workload sweeps a synthetic mix: choose one")
+        args.policies = args.policies or mix_sweep.DEFAULT_POLICIES
+        return mix_sweep.run(args)
+    args.policies = args.policies or BENCH_POLICIES
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.trace:
@@ -156,9 +167,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="arrival processes to sweep (poisson, burst, gamma)")
     parser.add_argument("--num-requests", type=positive_int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--policies", type=names(BENCH_POLICIES), default=BENCH_POLICIES)
+    parser.add_argument("--policies", type=names(BENCH_POLICIES), default=None,
+                        help="default: all for the standard sweep, fcfs,andes for a mix")
     parser.add_argument("--jobs", type=positive_int, default=None, help="worker processes (default: cores)")
     parser.add_argument("--out", default="bench/results", help="folder for JSON and plots")
+    parser.add_argument("--workload", choices=("standard", *WORKLOADS), default="standard",
+                        help="standard: the seed-0 rate sweep; rag (long prompts) or voice (70%% voice "
+                             "readers): that mix over --loads and --seeds, to qoe_vs_load_<mix>.json")
+    parser.add_argument("--loads", type=ascending_positive_floats, default=DEFAULT_LOADS,
+                        help="mix workloads: loads as multiples of FCFS's capacity measured in the run")
+    parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="mix workloads: seeds to average")
+    parser.add_argument("--andes-settings", default="",
+                        help="mix workloads: JSON object of AndesConfig overrides for the andes policies")
+    parser.add_argument("--no-bound", dest="bound", action="store_false",
+                        help="mix workloads: skip the fluid bound beside rows at or above capacity")
     parser.add_argument("--skip-targets", action="store_true", help="sweep only; skip the fixed target runs")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-progress", action="store_true")

@@ -87,6 +87,11 @@ class AndesConfig(BaseModel):
     """Price of a victim's restore time (recompute or swap), in gains per horizon-second."""
     min_preemption_gain: float = Field(0.02, ge=0)
     """Net QoE each eviction must bring beyond its costs."""
+    fairness_weight: float = Field(0.0, ge=0)
+    """For objective ``avg``: a request that serving helps also gains this times its shortfall
+    ``1 - q_wait`` (a max-min term). The plain average (0) leaves the requests furthest behind
+    their readers, whose gain shrinks with their wait, for the queue to drain; under deep
+    overload that sinks the lowest decile below FCFS's (README, long prompts)."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,8 @@ class AndesPolicy:
     def _objective_gain(self, q_serve: np.ndarray, q_wait: np.ndarray) -> np.ndarray:
         helps = np.maximum(q_serve - q_wait, 0.0)
         if self.config.objective == "avg":
+            if self.config.fairness_weight > 0:
+                return helps + self.config.fairness_weight * np.where(helps > 1e-9, 1.0 - q_wait, 0.0)
             return helps
         if self.config.objective == "min":
             # Max-min: the worst-off first, but only where serving actually helps.
