@@ -1,7 +1,7 @@
 """Tokens/s of the vLLM CPU engine alone and through the whole Ray Serve app, at N streams.
 
-Two modes with the same engine settings (``deployments/andes-vllm-cpu.yaml``'s: one engine
-pinned to one core, the tiny model built locally), both set up at once and measured in
+Two modes with the same engine settings (``deployments/andes-vllm-cpu.yaml``'s: the model
+worker's thread bound to one core, the tiny model built locally), both set up at once and measured in
 alternating windows, so a change in the shared machine's load hits both alike:
 - ``engine``: ``VllmEngine.submit`` consumed in this process (the adapter directly);
 - ``serve``: the app of ``deployments/andes-vllm-cpu.yaml`` with one engine replica on a local
@@ -17,6 +17,12 @@ The streams read at a human pace (``ttft`` 1 s, ``tds`` 4.8 tokens/s, as Andes u
 the app's reader-aware coalescing may hold their tokens; ``--unpaced`` sends
 ``"coalesce": false`` instead (every token leaves as soon as it is ready) to measure the path
 without holds.
+
+Where the CPU went, per mode (``cpu_cores``, over warm-up and window; ``andes.benchmarks.cpu_roles``):
+``driver`` (this process: the client, and in ``engine`` mode vLLM's output processing),
+``engine-core(...)`` and ``engine-worker(...)`` (vLLM's scheduler process, which polls for the
+worker's results, and its model worker), ``proxy``, ``replica:Gateway``,
+``replica:EngineReplica`` (Serve's processes) and ``other:...`` (Ray's daemons).
 """
 
 from __future__ import annotations
