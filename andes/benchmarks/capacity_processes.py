@@ -57,8 +57,9 @@ class Settings:
     """One benchmark's knobs (from the command line)."""
 
     processes: tuple[int, ...] = (1, 2)
-    rates: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0, 28.0, 32.0)
-    duration_s: float = 30.0
+    rates: tuple[float, ...] = (16.0, 32.0, 48.0, 56.0, 64.0, 72.0, 80.0, 96.0, 112.0, 128.0, 144.0, 160.0,
+                                176.0, 192.0, 224.0, 256.0)
+    duration_s: float = 15.0
     step_ms: float = 10.0
     max_tokens_per_event: int = 16
     seed: int = 0
@@ -154,7 +155,8 @@ def run(s: Settings, workdir: Path, kept: Sequence[dict[str, Any]] = (),
 
 
 def summarise(rows: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
-    """The results file: every run, the highest on-schedule offered rate per process count, the ratio."""
+    """The results file: every run, the highest offered rate kept up with per process count, and
+    their ratio (a lower bound while the larger count never fell behind)."""
     counts = sorted({r["processes"] for r in rows})
     best = {p: highest_on_schedule([r for r in rows if r["processes"] == p]) for p in counts}
     offered = {str(p): (None if b is None else b["offered_rate"]) for p, b in best.items()}
@@ -165,9 +167,10 @@ def summarise(rows: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
     return {
         "benchmark": "capacity_processes",
         "rows": rows,
-        "max_offered_on_schedule": offered,
+        "max_offered_kept_up": offered,
         "generator_bound_reached": bounded,
         "ratio": ratio,
+        "ratio_is_lower_bound": len(counts) >= 2 and not bounded[str(counts[1])],
         "target": {"ratio": (">=", TARGET_RATIO), "met": None if ratio is None else ratio >= TARGET_RATIO},
         "settings": {"processes": counts, "rates": sorted({r["rate"] for r in rows}), "duration_s": s.duration_s,
                      "server": "andes.serve.local on uvicorn, sim engine, fcfs, flat profile",
@@ -196,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(s, Path(tempfile.mkdtemp(prefix="andes-capacity-processes-")), kept,
                  save=lambda partial: args.out.write_text(json.dumps(json_ready(partial), indent=1) + "\n"))
     print(format_table(result["rows"], COLUMNS))
-    print(f"highest rate offered on schedule: {result['max_offered_on_schedule']}; ratio {result['ratio']} "
-          f"(target >= {TARGET_RATIO})")
+    print(f"highest rate kept up with: {result['max_offered_kept_up']}; ratio {result['ratio']} "
+          f"{'(a lower bound) ' if result['ratio_is_lower_bound'] else ''}(target >= {TARGET_RATIO})")
     write_json(args.out, result)
     return 0
