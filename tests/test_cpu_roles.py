@@ -13,6 +13,7 @@ TREE = {
     6: (2, 0.0, "ray::ProxyActor"),
     7: (1, 0.0, "VLLM::EngineCore"),
     8: (2, 0.0, "/venv/bin/python -u /venv/lib/ray/dashboard/agent.py --x"),
+    9: (2, 0.0, "ray::ServeReplica:andes:EngineReplica.record_routing_stats"),
 }
 
 
@@ -20,7 +21,8 @@ def test_roles_name_each_part_and_the_owner_of_each_engine():
     roles = {pid: role_of(pid, TREE, 1) for pid in TREE}
     assert roles == {1: "driver", 2: "other:raylet", 3: "replica:EngineReplica",
                      4: "engine-core(replica:EngineReplica)", 5: "engine-worker(replica:EngineReplica)",
-                     6: "proxy", 7: "engine-core(driver)", 8: "other:python agent.py"}
+                     6: "proxy", 7: "engine-core(driver)", 8: "other:python agent.py",
+                     9: "replica:EngineReplica"}
 
 
 def test_cpu_by_role_sums_differences_and_counts_new_processes_from_zero():

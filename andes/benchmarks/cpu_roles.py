@@ -64,7 +64,8 @@ def role_of(pid: int, processes: dict[int, Process], root: int) -> str:
     if cmdline.startswith("ray::ServeController"):
         return "controller"
     if cmdline.startswith("ray::ServeReplica:"):
-        return "replica:" + cmdline.split()[0].rsplit(":", 1)[-1]
+        # Ray appends the method running now: "ray::ServeReplica:app:Deployment.method".
+        return "replica:" + cmdline.split()[0].rsplit(":", 1)[-1].split(".", 1)[0]
     return "other:" + _program(cmdline)
 
 
