@@ -23,6 +23,10 @@ __all__ = ["Capacity", "QoETarget", "RunFigures", "find_capacity", "locust_total
 
 LATE_SEND_S = 1.0
 """A request sent this much later than scheduled means the load generator could not keep up."""
+LATE_READ_QOE_GAP = 0.02
+"""Client mean QoE this far below the gateway's means chunks reached the client later than the
+gateway sent them: a generator short of CPU reads late before it sends late (so do a slow
+network and a queue in Serve's proxy)."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,16 @@ class RunFigures:
         """Every scheduled request was sent, none much later than due."""
         return self.num_requests == self.num_scheduled and self.max_lag_s <= LATE_SEND_S
 
+    @property
+    def is_read_in_time(self) -> bool:
+        """The client's mean QoE is within ``LATE_READ_QOE_GAP`` of the gateway's (or the gateway
+        reported none)."""
+        gap = self.mean_server_qoe - self.mean_qoe
+        return not (math.isfinite(gap) and gap > LATE_READ_QOE_GAP)
+
     def as_dict(self) -> dict[str, Any]:
-        """Flat dict for CSV and JSON, with ``is_on_schedule``."""
-        return {**asdict(self), "is_on_schedule": self.is_on_schedule}
+        """Flat dict for CSV and JSON, with ``is_on_schedule`` and ``is_read_in_time``."""
+        return {**asdict(self), "is_on_schedule": self.is_on_schedule, "is_read_in_time": self.is_read_in_time}
 
 
 def locust_totals(stats: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -100,6 +100,13 @@ def _markdown(runs: Sequence[RunFigures], capacities: Sequence[Capacity], target
                   + ", ".join(f"{r.policy} at {r.rate:g} req/s" for r in late)
                   + " (requests not sent, or sent over 1 s late): the offered load there was lower than "
                     "nominal. Give Locust more CPU or raise --max-users."]
+    slow = [r for r in runs if r.is_on_schedule and not r.is_read_in_time]
+    if slow:
+        lines += ["", "**Warning**: the clients got chunks later than the gateway sent them in "
+                  + ", ".join(f"{r.policy} at {r.rate:g} req/s (client {r.mean_qoe:.3f}, gateway "
+                              f"{r.mean_server_qoe:.3f})" for r in slow)
+                  + ": the load generator short of CPU (give it more, or more --processes), the "
+                    "network, or a queue in Serve's proxy; the client QoE there understates the server's."]
     lines += ["", "QoE is measured at the client from chunk arrival times (`andes.qoe` on the reader's "
               "digest times); `mean_server_qoe` is what the gateway reported. Failed requests count "
               "with the QoE of what they delivered (0 if nothing).", "", "## Plots", ""]

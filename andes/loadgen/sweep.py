@@ -81,9 +81,13 @@ def locust_command(locustfile: Path, url: str, spec: ScheduleSpec, prefix: Path,
 
 def part_commands(command: list[str], prefix: Path, processes: int, start_at: float) -> list[list[str]]:
     """``processes`` copies of a run's command, each sending its share of the schedule from the
-    same wall-clock origin, with statistics and records of its own (``prefix``-k)."""
+    same wall-clock origin, with statistics and records of its own (``prefix``-k).
+
+    One process gets the origin too: left to itself, Locust makes arrival 0 due one second
+    after its first tick, before a loaded machine has started the first users, and the run's
+    first sends are late through no lack of generator CPU."""
     if processes == 1:
-        return [command]
+        return [command + ["--start-at", repr(start_at)]]
     out = []
     for k in range(processes):
         own = [f"{prefix}-{k}" if arg == str(prefix) else

@@ -114,11 +114,14 @@ def test_run_figures_combine_locust_json_and_records():
     assert fig.ttft_p50 == pytest.approx(0.5) and fig.preemptions_per_request == 1.0
     assert fig.is_on_schedule
     assert not replace(fig, max_lag_s=2.0).is_on_schedule and not replace(fig, num_requests=3).is_on_schedule
+    assert replace(fig, mean_qoe=0.95, mean_server_qoe=0.96).is_read_in_time
+    assert not replace(fig, mean_qoe=0.95, mean_server_qoe=1.0).is_read_in_time  # chunks read late
+    assert replace(fig, mean_qoe=0.5, mean_server_qoe=math.nan).is_read_in_time  # no gateway figure
 
 
 def test_report_writes_csvs_plots_and_markdown(tmp_path: Path):
-    runs = [point(1, 1.0), point(2, 0.97), point(3, 0.8), point(1, 0.99, policy="fcfs"),
-            replace(point(2, 0.6, policy="fcfs"), max_lag_s=3.0)]
+    runs = [point(1, 1.0), point(2, 0.97), replace(point(3, 0.8), mean_server_qoe=0.9),
+            point(1, 0.99, policy="fcfs"), replace(point(2, 0.6, policy="fcfs"), max_lag_s=3.0)]
     caps = write_report(runs, QoETarget(), tmp_path, {"deployment": "http://x"})
     assert [(c.policy, c.rate, c.first_miss) for c in caps] == [("andes", 2, 3), ("fcfs", 1, 2)]
     assert read_runs(tmp_path / "runs.csv") == runs
@@ -127,6 +130,7 @@ def test_report_writes_csvs_plots_and_markdown(tmp_path: Path):
     report = (tmp_path / "report.md").read_text()
     assert "| andes | 2 req/s (missed at 3 req/s) |" in report
     assert "fcfs at 2 req/s" in report  # the lagging run is called out
+    assert "andes at 3 req/s (client 0.800, gateway 0.900)" in report  # and the one read late
     assert (tmp_path / "capacity.csv").read_text().splitlines()[1].startswith("andes,mean QoE >= 0.95,2")
 
 

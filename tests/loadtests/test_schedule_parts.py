@@ -41,7 +41,7 @@ def test_part_commands_give_each_process_its_share_files_and_one_origin(tmp_path
     prefix = tmp_path / "stats"
     cmd = locust_command(Path("loadtests/locustfile.py"), "http://x", ScheduleSpec(), prefix,
                          drain_timeout_s=10.0, max_users=50)
-    assert part_commands(cmd, prefix, 1, 123.0) == [cmd]
+    assert part_commands(cmd, prefix, 1, 123.0) == [cmd + ["--start-at", "123.0"]]  # same files, same origin
     cmds = part_commands(cmd, prefix, 2, 123.0)
     for k, c in enumerate(cmds):
         assert c[c.index("--json-file") + 1] == f"{prefix}-{k}"
