@@ -85,8 +85,8 @@ def test_andes_capacity_sweeps_two_rates_and_writes_the_report(served, tmp_path)
     cmd = [str(Path(sys.executable).with_name("andes")), "capacity", "--url", served.url, "--label", "andes",
            "--rates", "1,3", "--duration", "5", "--seed", "2", "--mean-prompt-tokens", "40",
            "--mean-output-tokens", "10", "--max-context", "256", "--refine", "0", "--all-rates", "-o", str(out)]
-    # --all-rates: the sweep (not the host's load) decides how many rates run; a busy CI host can
-    # push the first rate below the QoE target, which would end the sweep there.
+    # --all-rates: both rates run whatever the host's load; on a busy CI host the first rate can
+    # miss the QoE target, which would otherwise end the sweep there.
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "andes: capacity" in result.stdout
