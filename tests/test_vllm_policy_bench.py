@@ -105,7 +105,8 @@ def test_prompts_have_the_exact_token_count_and_differ():
     assert [len(WordTokenizer().encode(t)) for t in texts] == [2, 10, 300]
     assert "zz" not in " ".join(texts) and "42" not in " ".join(texts)  # two-token and non-words left out
     assert maker.text(50) != maker.text(50)
+    assert len(WordTokenizer().encode(maker.text(1))) == 2  # a BOS and one word: the shortest prompt
     with pytest.raises(ValueError, match="num_tokens"):
-        maker.text(1)  # the BOS alone
+        maker.text(0)
     with pytest.raises(ValueError, match="single-token words"):
         PromptMaker(WordTokenizer(), "one two", seed=0)

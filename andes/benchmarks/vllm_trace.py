@@ -50,15 +50,16 @@ class PromptMaker:
         self._rng = np.random.default_rng(seed)
 
     def text(self, num_tokens: int) -> str:
-        """A fresh random text of exactly ``num_tokens`` tokens (special tokens included)."""
-        k = num_tokens - self._overhead
-        if k < 1:
-            raise ValueError(f"num_tokens: must be > {self._overhead} (got {num_tokens})")
+        """A fresh random text of exactly ``num_tokens`` tokens (special tokens included); a
+        prompt no longer than the special tokens gets one word (a prompt needs some text)."""
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens: must be >= 1 (got {num_tokens})")
+        k = max(1, num_tokens - self._overhead)
         picks = self._rng.integers(0, len(self._words), size=k)
         text = "".join(" " + self._words[i] for i in picks)
         got = len(self._tokenizer.encode(text))
-        if got != num_tokens:
-            raise RuntimeError(f"prompt: {got} tokens instead of {num_tokens}; the tokenizer merges words")
+        if got != k + self._overhead:
+            raise RuntimeError(f"prompt: {got} tokens instead of {k + self._overhead}; the tokenizer merges words")
         return text
 
 
