@@ -74,6 +74,9 @@ def test_aggregate_reports_mean_and_spread_of_each_ratio_and_checks_both_targets
     assert met["ratios"]["throughput"]["mean"] == pytest.approx(0.95)
     assert met["andes"]["mean_qoe"]["std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
     assert met["load_1m"]["max"] == 2.0 and met["meets_target"]
+    assert "simulated_ratios" not in met
+    sim = [dict(_repeat(0, 0.4, 0.9), simulated=_repeat(0, 0.3, 0.9)["policies"])]
+    assert vp.aggregate(sim)["simulated_ratios"]["mean_qoe"]["mean"] == pytest.approx(3.0)
     assert not vp.aggregate([_repeat(0, 0.5, 0.9)])["meets_target"]  # 1.8x
     assert not vp.aggregate([_repeat(0, 0.4, 0.9, tput=(100.0, 80.0))])["meets_target"]  # 0.8 of FCFS
 

@@ -133,6 +133,9 @@ def aggregate(repeats: Sequence[dict]) -> dict[str, Any]:
         out[policy] = {m: _spread([r["policies"][policy][m] for r in repeats])
                        for m in ("mean_qoe", "p10_qoe", "share_qoe_ge_095", "throughput_tok_s", "preemptions")}
     out["bound_mean_qoe"] = _spread([r["bound"]["mean_qoe"] for r in repeats])
+    if all("simulated" in r for r in repeats):
+        out["simulated_ratios"] = {m: _spread([ratios(r["simulated"])[m] for r in repeats])
+                                   for m in ("mean_qoe", "p10_qoe", "throughput")}
     out["ratios"] = {m: _spread([r["ratios"][m] for r in repeats]) for m in repeats[0]["ratios"]}
     out["load_1m"] = _spread([x for r in repeats for p in POLICIES for x in r["policies"][p]["load_1m"]])
     qoe_ratio = out["ratios"]["mean_qoe"]["mean"]
@@ -156,13 +159,28 @@ def ratios(policies: dict[str, dict]) -> dict[str, float]:
 # The real engine.
 
 
-def engine_latency(profile: str, args: argparse.Namespace) -> LatencyModel:
-    """``profile``'s time coefficients with this benchmark's batch limits (what the scheduler
-    inside the engine does with it too)."""
+def engine_latency(profile: str, args: argparse.Namespace, num_blocks: int, block_size: int) -> LatencyModel:
+    """``profile``'s time coefficients with the served engine's memory and batch limits (what
+    the scheduler inside the engine does with it too)."""
     base = load_profile(profile)
     return LatencyModel(dataclasses.replace(base.profile, max_num_seqs=args.max_num_seqs,
                                             max_num_batched_tokens=args.max_num_batched_tokens,
-                                            max_model_len=args.max_model_len))
+                                            max_model_len=args.max_model_len, num_gpu_blocks=num_blocks,
+                                            block_size=block_size, num_cpu_blocks=0))
+
+
+def simulated(trace: Sequence[TraceRequest], latency: LatencyModel) -> dict[str, dict[str, float]]:
+    """The same trace on the simulated engine with the same profile and memory: what each
+    policy does there, with no host contention and no policy time charged."""
+    from andes.config import PolicyConfig
+    from andes.engines.sim import simulate
+
+    out = {}
+    for policy in POLICIES:
+        s = summarize(simulate(trace, PolicyConfig(name=policy).build(), latency).outcomes)
+        out[policy] = {"mean_qoe": s.mean_qoe, "p10_qoe": s.p10_qoe, "throughput_tok_s": s.throughput_tok_s,
+                       "preemptions_per_request": s.preemptions_per_request}
+    return out
 
 
 def measure_profile(model: Path, args: argparse.Namespace) -> str:
@@ -233,6 +251,9 @@ async def run_repeat(engine: Any, makers: Any, args: argparse.Namespace, seed: i
         print(format_table([_row(seed, policy, cap.tokens_per_s, rate, summary, None)], ROW_COLUMNS), flush=True)
         await wait_until_idle(engine)
     bound = fluid_bound(trace, latency).as_dict()
+    sim = simulated(trace, latency)
+    print(f"seed {seed}, simulated: " + ", ".join(f"{p} mean {v['mean_qoe']:.3f} p10 {v['p10_qoe']:.3f} "
+                                                  f"{v['throughput_tok_s']:.0f} tok/s" for p, v in sim.items()))
     return {"seed": seed, "order": list(order), "rate": rate, "mean_output_tokens": mean_out,
             "capacity": {"tokens_per_s": cap.tokens_per_s, "requests_per_s": cap.requests_per_s,
                          "tokens": cap.tokens, "requests_finished": cap.requests_finished, "streams": cap.streams,
@@ -241,7 +262,7 @@ async def run_repeat(engine: Any, makers: Any, args: argparse.Namespace, seed: i
                       "mean_prompt_tokens": float(np.mean([r.prompt_tokens for r in trace])),
                       "mean_output_tokens": mean_out, "mean_tds": float(np.mean([r.tds for r in trace])),
                       "mean_ttft": float(np.mean([r.ttft for r in trace]))},
-            "bound": bound, "policies": policies, "ratios": ratios(policies)}
+            "bound": bound, "simulated": sim, "policies": policies, "ratios": ratios(policies)}
 
 
 def _row(seed: int, policy: str, cap: float, rate: float, s: dict, bound: float | None) -> dict:
@@ -262,7 +283,7 @@ async def run_all(model: Path, profile: str, args: argparse.Namespace) -> list[d
                             max_model_len=args.max_model_len, max_num_batched_tokens=args.max_num_batched_tokens,
                             cpu_threads=args.cpu_threads, scheduler="andes")
     engine = await VllmEngine.start(settings, PolicyConfig(name="fcfs"), profile=profile)
-    latency = engine_latency(profile, args)
+    latency = engine_latency(profile, args, engine.num_total_blocks, engine.block_size)
     try:
         makers = PromptMaker(engine.tokenizer, CORPUS, seed=0)
         return [await run_repeat(engine, makers, args, seed, latency, POLICIES[seed % 2])

@@ -42,5 +42,5 @@ def test_a_tiny_policy_benchmark_serves_every_request_at_a_load_set_from_the_mea
             assert s["policy_steps"] > 0  # the scheduler ran its policy phase on every step
         assert r["ratios"]["mean_qoe"] == pytest.approx(r["policies"]["andes"]["mean_qoe"]
                                                         / r["policies"]["fcfs"]["mean_qoe"])
-        assert 0.0 <= r["bound"]["mean_qoe"] <= 1.0
+        assert 0.0 <= r["bound"]["mean_qoe"] <= 1.0 and set(r["simulated"]) == set(POLICIES)
     assert result["summary"]["num_repeats"] == 2 and result["settings"]["profile"] == "llama2-13b-a100"
