@@ -3,6 +3,7 @@ merging split runs, and prompts of an exact token count (no engine here)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -113,3 +114,18 @@ def test_prompts_have_the_exact_token_count_and_differ():
         maker.text(0)
     with pytest.raises(ValueError, match="single-token words"):
         PromptMaker(WordTokenizer(), "one two", seed=0)
+
+
+def test_the_served_profile_makes_the_measured_capacity_when_saturated():
+    from andes.engines.sim import simulate
+    from andes.scheduler import make_policy
+
+    a = args("--num-requests", "64")
+    base = vp.engine_latency("llama2-13b-a100", a, 200, 16)
+    burst = [dataclasses.replace(r, arrival=0.0) for r in vp.build_trace(a, 5, 1.0, 64)]
+    alone = sum(r.output_tokens for r in burst) / simulate(burst, make_policy("fcfs"), base).makespan_s
+    served = vp.served_latency(base, burst, alone / 3)  # the engine ran 3x slower than profiled
+    assert served.profile.decode_base_s == pytest.approx(3 * base.profile.decode_base_s)
+    assert served.profile.num_gpu_blocks == 200 and served.profile.max_num_seqs == a.max_num_seqs
+    again = sum(r.output_tokens for r in burst) / simulate(burst, make_policy("fcfs"), served).makespan_s
+    assert again == pytest.approx(alone / 3, rel=0.02)

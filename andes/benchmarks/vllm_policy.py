@@ -14,8 +14,10 @@ Method, per repeat (one trace seed each):
    adapter (``andes.benchmarks.vllm_trace``), once with FCFS and once with Andes, in alternating
    order across repeats so a drift of the host's load hits both alike. QoE comes from the token
    events' receive times in this process, relative to each request's actual submission;
-4. the fluid engine (``andes.bound``) on the same trace and profile gives the achievable
-   reference beside each row.
+4. the fluid engine (``andes.bound``) on the same trace gives the achievable reference beside
+   each row, and the simulator (``andes.engines.sim``) what each policy does there without host
+   noise or policy time; both use the profile with its times scaled to the capacity measured in
+   step 2 (``served_latency``), the engine as it ran, not as it was profiled alone.
 
 The engine's KV cache is small (``--kv-cache-mib``) so memory binds before the batch cap, as on
 a GPU, and preemption (vLLM recomputes) is part of every decision. Throughput is output tokens
@@ -169,6 +171,24 @@ def engine_latency(profile: str, args: argparse.Namespace, num_blocks: int, bloc
                                             block_size=block_size, num_cpu_blocks=0))
 
 
+def served_latency(latency: LatencyModel, population: Sequence[TraceRequest], capacity_tok_s: float) -> LatencyModel:
+    """``latency`` with every time coefficient scaled so the simulated engine, saturated with
+    ``population`` (all arriving at once, FCFS), makes the ``capacity_tok_s`` measured in the run.
+
+    The profile is measured on the engine alone in this process; served through the adapter, on
+    a host shared with other work, the same engine runs slower. The bound and the simulation
+    must describe the engine the policies actually ran on, so they use this one.
+    """
+    from andes.engines.sim import simulate
+    from andes.scheduler import make_policy
+
+    burst = [dataclasses.replace(r, arrival=0.0) for r in population]
+    run = simulate(burst, make_policy("fcfs"), latency)
+    factor = sum(r.output_tokens for r in burst) / run.makespan_s / capacity_tok_s
+    scaled = {f: getattr(latency.profile, f) * factor for f in TIME_FIELDS}
+    return LatencyModel(dataclasses.replace(latency.profile, name=f"{latency.profile.name}@served", **scaled))
+
+
 def simulated(trace: Sequence[TraceRequest], latency: LatencyModel) -> dict[str, dict[str, float]]:
     """The same trace on the simulated engine with the same profile and memory: what each
     policy does there, with no host contention and no policy time charged."""
@@ -250,8 +270,10 @@ async def run_repeat(engine: Any, makers: Any, args: argparse.Namespace, seed: i
         policies[policy] = summary
         print(format_table([_row(seed, policy, cap.tokens_per_s, rate, summary, None)], ROW_COLUMNS), flush=True)
         await wait_until_idle(engine)
-    bound = fluid_bound(trace, latency).as_dict()
-    sim = simulated(trace, latency)
+    served = served_latency(latency, loop_requests, cap.tokens_per_s)
+    bound = fluid_bound(trace, served).as_dict()
+    bound["time_scale"] = served.profile.decode_base_s / latency.profile.decode_base_s
+    sim = simulated(trace, served)
     print(f"seed {seed}, simulated: " + ", ".join(f"{p} mean {v['mean_qoe']:.3f} p10 {v['p10_qoe']:.3f} "
                                                   f"{v['throughput_tok_s']:.0f} tok/s" for p, v in sim.items()))
     return {"seed": seed, "order": list(order), "rate": rate, "mean_output_tokens": mean_out,
