@@ -245,7 +245,8 @@ def _measure_repeat(args: argparse.Namespace, seed: int, out: Path) -> _Repeat:
         threads = torch.get_num_threads()
         if args.profile:
             priors, profile_src = {"wall": load_profile(args.profile)}, args.profile
-        else:
+            engine.warm_shapes(seed)
+        else:  # measure_engine warms every step shape first
             priors, profile_src = _measure_priors(engine, args, seed, out)
         cap = measure_capacity(engine, _population(args, seed + _CAPACITY_SEED, 1.0, args.capacity_requests),
                                "cap", seed + _CAPACITY_SEED)
@@ -260,6 +261,7 @@ def _measure_repeat(args: argparse.Namespace, seed: int, out: Path) -> _Repeat:
     settings = {"policy": {"name": "andes"}, "profile": profile_src, "online_refit": False}
     engine = _engine(args, path, seed, andes=settings)
     try:
+        engine.warm_shapes(seed)
         runs["andes"] = _policy_run(engine, "Andes in vLLM (RecordingAndesScheduler), fitted profile, no online "
                                     "refit", warm, trace, seed)
     finally:

@@ -159,6 +159,29 @@ class InprocVllm:
                 return key
         raise KeyError(rid)
 
+    def warm_shapes(self, seed: int = 0) -> int:
+        """Run every step shape serving can schedule once, unrecorded: each token count up to
+        the token budget (one prompt of that length) and each decode batch up to the seat
+        count. The first step of a shape is slower (tens of ms on the CPU build) than every
+        later one; a profile measures warm shapes, so serving must run warm ones too, or its
+        first minutes are dominated by shapes met for the first time. Returns the steps run."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        vocab = int(self.vllm_config.model_config.get_vocab_size())
+        sched = self.vllm_config.scheduler_config
+        first = len(self.steps)
+        for n in range(1, int(sched.max_num_batched_tokens) + 1):
+            self.add(f"warm-p{n}", rng.integers(3, vocab, size=n).tolist(), 1)
+            self.run_until_done()
+        for b in range(1, int(sched.max_num_seqs) + 1):
+            for j in range(b):
+                self.add(f"warm-d{b}-{j}", rng.integers(3, vocab, size=8).tolist(), 3)
+            self.run_until_done()
+        ran = len(self.steps) - first
+        del self.steps[first:]
+        return ran
+
     def run_until_done(self) -> None:
         while self.has_unfinished():
             self.step()
@@ -220,9 +243,9 @@ def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup:
 
     Each point submits ``batch`` requests of one prompt length at once and runs them to the
     end, so its steps cover prefill (chunked by the token budget), mixed and decode steps at
-    contexts from the prompt length up. With ``warmup`` the whole grid runs once first, not
-    recorded: every shape the grid measures has run before it is timed, as in a serving engine
-    that has been up for a while (the first runs of a shape are slower).
+    contexts from the prompt length up. With ``warmup``, first, not recorded: every step shape
+    serving can schedule (``InprocVllm.warm_shapes``), then the whole grid once, so every step
+    is timed warm, as in a serving engine that has been up for a while.
 
     With ``repeats`` > 1 the whole grid is run that many times, round robin, and each step of a
     point takes the median time of its repeats that were not stalled (``median_run``: a point's
@@ -234,6 +257,8 @@ def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup:
 
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1 (got {repeats})")
+    if warmup:
+        engine.warm_shapes(seed)
     rng = np.random.default_rng(seed)
     vocab = int(engine.vllm_config.model_config.get_vocab_size())
     points = [(b, p) for b in grid.batches for p in grid.prompt_lens]
