@@ -142,3 +142,11 @@ def test_merge_reports_each_figure_over_the_repeats_and_the_targets_per_repeat()
     with pytest.raises(ValueError, match="missing"):
         merge_repeats([_repeat(0, 0.1, 0.0), partial])
     assert math.isfinite(merged["summary"][0]["mean_qoe_sim"]["mean"])
+
+
+def test_profile_capacity_scales_with_the_step_costs():
+    from andes.benchmarks.fidelity import profile_capacity
+
+    burst = _trace(40)
+    fast, slow = profile_capacity(burst, LatencyModel(_profile())), profile_capacity(burst, LatencyModel(_profile(2.0)))
+    assert slow == pytest.approx(fast / 2, rel=1e-9)

@@ -7,8 +7,9 @@ One repeat (one seed, in this process):
    cache that then serve; the grid runs once unrecorded first, and stalled repeats of a step
    are left out of its median (``andes.profiling.fit.median_run``);
 2. measure its capacity: a burst of requests from the trace's population, completions per
-   second until 90% of them are done; the trace's rate is ``--load`` times that, so the trace
-   overloads the engine whatever the host's speed;
+   second until 90% of them are done, on the engine and simulated on the fitted profile; the
+   trace's rate is ``--load`` times the larger, so the trace overloads the engine (and its
+   simulation) whatever the host's speed;
 3. for each policy, a warm-up trace (another seed; an ``OnlineRefit`` started from the profile
    observes its steps) then the measured trace, in real time: each request added when its
    arrival time has passed, each token stamped when the step that made it returns. FCFS runs
@@ -54,7 +55,8 @@ from andes.benchmarks.report import format_table, write_json
 from andes.latency import LatencyModel, load_profile
 from andes.workload import LengthDistribution, TraceRequest, make_trace
 
-__all__ = ["TARGET_QOE_DIFF", "TARGET_STEP_ERR", "Capacity", "main", "measure_capacity", "run_real", "step_errors"]
+__all__ = ["TARGET_QOE_DIFF", "TARGET_STEP_ERR", "Capacity", "main", "measure_capacity", "profile_capacity", "run_real",
+           "step_errors"]
 
 _WARM_SEED, _CAPACITY_SEED = 1000, 2000  # offsets of the warm-up and capacity populations' seeds
 
@@ -117,6 +119,18 @@ def measure_capacity(engine, requests: Sequence[TraceRequest], tag: str, seed: i
     return Capacity(len(burst), done, float(ends[done - 1]), load)
 
 
+def profile_capacity(requests: Sequence[TraceRequest], model: LatencyModel, share: float = 0.9) -> float:
+    """The capacity ``measure_capacity`` would find on an engine whose steps cost what ``model``
+    says: the same burst, simulated with FCFS."""
+    from andes.engines.sim import simulate
+    from andes.scheduler import make_policy
+
+    sim = simulate([dataclasses.replace(r, arrival=0.0) for r in requests], make_policy("fcfs"), model)
+    ends = np.sort([o.token_times[-1] for o in sim.outcomes])
+    done = max(1, math.ceil(share * len(ends)))
+    return done / float(ends[done - 1])
+
+
 def _population(args: argparse.Namespace, seed: int, rate: float, num_requests: int) -> list[TraceRequest]:
     lengths = LengthDistribution(mean_prompt_tokens=args.mean_prompt, mean_output_tokens=args.mean_output,
                                  max_context=args.max_model_len)
@@ -147,6 +161,7 @@ class _Repeat:
     model_name: str
     torch_threads: int
     capacity: Capacity
+    profile_capacity: float  # req/s of the same burst simulated on the fitted profile (FCFS)
     rate: float
     warm_trace: list[TraceRequest]
     trace: list[TraceRequest]  # the measured trace
@@ -248,13 +263,17 @@ def _measure_repeat(args: argparse.Namespace, seed: int, out: Path) -> _Repeat:
             engine.warm_shapes(seed)
         else:  # measure_engine warms every step shape first
             priors, profile_src = _measure_priors(engine, args, seed, out)
-        cap = measure_capacity(engine, _population(args, seed + _CAPACITY_SEED, 1.0, args.capacity_requests),
-                               "cap", seed + _CAPACITY_SEED)
-        rate = args.rate if args.rate is not None else args.load * cap.requests_per_s
+        burst = _population(args, seed + _CAPACITY_SEED, 1.0, args.capacity_requests)
+        cap = measure_capacity(engine, burst, "cap", seed + _CAPACITY_SEED)
+        profile_cap = profile_capacity(burst, priors["wall"])
+        # The larger of the two, so the trace overloads both the engine and its simulation: a
+        # burst hit by another process's spike reads low, and the profile is of warm, unstalled steps.
+        capacity = max(cap.requests_per_s, profile_cap)
+        rate = args.rate if args.rate is not None else args.load * capacity
         warm = _population(args, seed + _WARM_SEED, rate, max(1, round(rate * args.warmup_s)))
         trace = _population(args, seed, rate, max(1, round(rate * args.duration_s)))
-        print(f"seed {seed}: capacity {cap.requests_per_s:.1f} req/s; trace {len(trace)} requests at "
-              f"{rate:.1f} req/s, warm-up {len(warm)}", flush=True)
+        print(f"seed {seed}: capacity {cap.requests_per_s:.1f} req/s measured, {profile_cap:.1f} by the profile; "
+              f"trace {len(trace)} requests at {rate:.1f} req/s, warm-up {len(warm)}", flush=True)
         runs = {"fcfs": _policy_run(engine, "vLLM FCFS (RecordingScheduler)", warm, trace, seed)}
     finally:
         engine.close()
@@ -267,8 +286,8 @@ def _measure_repeat(args: argparse.Namespace, seed: int, out: Path) -> _Repeat:
     finally:
         engine.close()
     return _Repeat(seed=seed, priors=priors, profile_src=profile_src, model_name=str(path.name), torch_threads=threads,
-                   capacity=cap, rate=rate, warm_trace=warm, trace=trace, runs=runs, load_start=load_start,
-                   wall_s=time.perf_counter() - t_start)
+                   capacity=cap, profile_capacity=profile_cap, rate=rate, warm_trace=warm, trace=trace, runs=runs,
+                   load_start=load_start, wall_s=time.perf_counter() - t_start)
 
 
 def _policy_run(engine, scheduler: str, warm: list[TraceRequest], trace: list[TraceRequest], seed: int) -> _PolicyRun:
@@ -349,7 +368,9 @@ def _result(args: argparse.Namespace, rep: _Repeat, runs: dict[str, dict]) -> di
         "profile": {"source": rep.profile_src, "coefficients": {c: coefficients(m) for c, m in rep.priors.items()},
                     "grid": {"batches": args.profile_batches, "prompts": args.profile_prompts,
                              "output": args.profile_output, "repeats": args.profile_repeats}},
-        "capacity": {"requests_per_s": rep.capacity.requests_per_s, **dataclasses.asdict(rep.capacity)},
+        "capacity": {"requests_per_s": rep.capacity.requests_per_s, **dataclasses.asdict(rep.capacity),
+                     "profile_requests_per_s": rep.profile_capacity,
+                     "load_base_requests_per_s": max(rep.capacity.requests_per_s, rep.profile_capacity)},
         "trace": {"kind": "poisson", "load": None if args.rate is not None else args.load, "rate": rep.rate,
                   "duration_s": args.duration_s, "num_requests": len(trace), "warmup_requests": len(rep.warm_trace),
                   "span_s": trace[-1].arrival - trace[0].arrival, "mean_prompt": args.mean_prompt,
