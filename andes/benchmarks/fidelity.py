@@ -149,6 +149,7 @@ class _PolicyRun:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     policy_seconds: float = 0.0  # the Andes scheduler's policy time in the measured run
+    priors: dict[str, LatencyModel] | None = None  # profiled on this run's engine (else the repeat's)
 
 
 @dataclass
@@ -280,9 +281,18 @@ def _measure_repeat(args: argparse.Namespace, seed: int, out: Path) -> _Repeat:
     settings = {"policy": {"name": "andes"}, "profile": profile_src, "online_refit": False}
     engine = _engine(args, path, seed, andes=settings)
     try:
-        engine.warm_shapes(seed)
-        runs["andes"] = _policy_run(engine, "Andes in vLLM (RecordingAndesScheduler), fitted profile, no online "
-                                    "refit", warm, trace, seed)
+        andes_priors = dict(priors)
+        if args.profile:
+            engine.warm_shapes(seed)
+        else:
+            # Profiled again on this engine: the Andes scheduler's own work (the policy, each
+            # request's delivery record) is part of every step it serves.
+            andes_priors, src = _measure_priors(engine, args, seed, out, "andes_")
+            sched = engine.scheduler
+            sched.latency = sched._engine_latency_model(load_profile(src))  # decide with this engine's profile
+        runs["andes"] = _policy_run(engine, "Andes in vLLM (RecordingAndesScheduler), its engine's fitted profile, "
+                                    "no online refit", warm, trace, seed)
+        runs["andes"].priors = andes_priors
     finally:
         engine.close()
     return _Repeat(seed=seed, priors=priors, profile_src=profile_src, model_name=str(path.name), torch_threads=threads,
@@ -304,7 +314,8 @@ def _policy_run(engine, scheduler: str, warm: list[TraceRequest], trace: list[Tr
                       load_before, load_after, policy)
 
 
-def _measure_priors(engine, args: argparse.Namespace, seed: int, out: Path) -> tuple[dict[str, LatencyModel], str]:
+def _measure_priors(engine, args: argparse.Namespace, seed: int, out: Path,
+                    tag: str = "") -> tuple[dict[str, LatencyModel], str]:
     """Profile ``engine`` on the flags' grid: a fitted profile per clock, each written next to
     the repeat's JSON; also the path of the wall-clock one."""
     from andes.profiling import fit_profile, parse_grid, write_profile
@@ -322,7 +333,7 @@ def _measure_priors(engine, args: argparse.Namespace, seed: int, out: Path) -> t
             rows, name=f"fidelity-{clock}", memory=memory,
             description=f"Profile measured by bench/fidelity.py before its runs ({clock} clock).",
             sources=[f"measured by bench/fidelity.py (andes.profiling.vllm_steps) on this host, {clock} clock"])
-        dest = write_profile(priors[clock], out.with_name(f"{out.stem}_profile_{clock}.json"),
+        dest = write_profile(priors[clock], out.with_name(f"{out.stem}_{tag}profile_{clock}.json"),
                              samples=rows, derivation="Measured, not derived: the profiling grid of "
                              "bench/fidelity.py run on the engine it then compares (grid run once "
                              "unrecorded first; stalled repeats left out of each step's median).")
@@ -337,8 +348,8 @@ def _one_repeat(args: argparse.Namespace, seed: int, out: Path) -> dict:
     rep = _measure_repeat(args, seed, out)
     runs = {}
     for policy, run in rep.runs.items():
-        runs[policy] = _run_summary(rep, run, compare_run(rep.trace, policy, rep.priors, run.warm_steps, run.steps,
-                                                          run.real_times))
+        compared = compare_run(rep.trace, policy, run.priors or rep.priors, run.warm_steps, run.steps, run.real_times)
+        runs[policy] = _run_summary(rep, run, compared)
         print(format_table([{"policy": policy, **r} for r in runs[policy]["records"]],
                            ["policy", "clock", "variant", "steps", "median_step_err", "median_signed_step_err",
                             "mean_abs_qoe_diff", "mean_qoe_real", "mean_qoe_sim", "median_ttft_real_s",
@@ -351,7 +362,8 @@ def _run_summary(rep: _Repeat, run: _PolicyRun, compared: dict) -> dict:
     wall = np.array([s.seconds for s in run.steps])
     cpu = np.array([s.cpu_seconds for s in run.steps])
     makespan = max(r.arrival + t[-1] for r, t in zip(rep.trace, run.real_times))
-    return {"scheduler": run.scheduler, **compared, "num_steps": len(run.steps), "preemptions": run.preemptions,
+    own = {"profile_coefficients": {c: coefficients(m) for c, m in run.priors.items()}} if run.priors else {}
+    return {"scheduler": run.scheduler, **own, **compared, "num_steps": len(run.steps), "preemptions": run.preemptions,
             "median_step_wall_s": float(np.median(wall)), "median_step_cpu_s": float(np.median(cpu)),
             "cpu_share_of_wall": float(cpu.sum() / wall.sum()),
             "policy_share_of_wall": float(run.policy_seconds / wall.sum()),
