@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from andes.benchmarks.fidelity import _learned, step_errors
+from andes.benchmarks.fidelity_compare import _learned, step_errors
 from andes.latency import TIME_FIELDS, LatencyModel, LatencyProfile, load_profile
 from andes.profiling import (
     StepComposition, StepTiming, fit_profile, median_run, step_composition, write_profile,
@@ -81,14 +81,22 @@ def test_fit_profile_drops_stalled_steps_and_writes_a_loadable_profile(tmp_path)
                     name="x", description="d", memory=MEMORY, sources=["s"])
 
 
-def test_median_run_takes_each_steps_median_over_repeats():
+def test_median_run_takes_each_steps_median_over_its_unstalled_repeats():
     a, b = StepComposition(2, 80, 0, 2), StepComposition(0, 0, 64, 1)
-    runs = [[StepTiming(b, 0.05, 1.0, 0.04), StepTiming(a, 0.01, 1.1, 0.01)],
-            [StepTiming(b, 0.90, 2.0, 0.30), StepTiming(a, 0.30, 2.1, 0.20)],  # a stalled run
-            [StepTiming(b, 0.06, 3.0, 0.05), StepTiming(a, 0.02, 3.1, 0.02)]]
+    runs = [[StepTiming(b, 0.05, 1.0, 0.045), StepTiming(a, 0.010, 1.1, 0.010)],
+            [StepTiming(b, 0.90, 2.0, 0.300), StepTiming(a, 0.300, 2.1, 0.200)],  # a stalled run
+            [StepTiming(b, 0.06, 3.0, 0.055), StepTiming(a, 0.020, 3.1, 0.019)]]
     out = median_run(runs)
     assert [s.composition for s in out] == [b, a]
-    assert [s.seconds for s in out] == [0.06, 0.02] and [s.cpu_seconds for s in out] == [0.05, 0.02]
+    # The stalled repeat (wall far above CPU) is left out: medians of the other two.
+    assert [s.seconds for s in out] == pytest.approx([0.055, 0.015])
+    assert [s.cpu_seconds for s in out] == pytest.approx([0.05, 0.0145])
+    # Three calm repeats: the plain median.
+    calm = [[StepTiming(a, t, 0.0, t)] for t in (0.03, 0.01, 0.02)]
+    assert median_run(calm)[0].seconds == 0.02
+    # Every repeat stalled: the fastest is kept.
+    stalled = [[StepTiming(a, t, 0.0, 0.001)] for t in (0.03, 0.01, 0.02)]
+    assert (median_run(stalled)[0].seconds, median_run(stalled)[0].cpu_seconds) == (0.01, 0.001)
     # Runs that scheduled different steps are not aligned: all their steps are kept.
     assert len(median_run([runs[0], runs[1][:1]])) == 3
     assert median_run(runs[:1]) == runs[0]

@@ -183,11 +183,26 @@ def _num(v: float) -> float | int:
     return int(v) if v.is_integer() else v
 
 
+# A step whose wall time exceeds its thread's CPU time by more than this waited for the core.
+STALL_RATIO = 1.2
+
+
 def median_run(runs: list[list[StepTiming]]) -> list[StepTiming]:
-    """Step-wise median of repeated runs that scheduled the same steps; else all their steps."""
+    """Step-wise median of repeated runs that scheduled the same steps; else all their steps.
+
+    Each step's median is over the repeats in which it was not stalled (wall time at most
+    ``STALL_RATIO`` times its CPU time; a step without a CPU time counts as not stalled). On a
+    busy host a third or more of one step's repeats can be stalled, and a plain median then
+    lands on a stalled time; where every repeat was stalled the fastest is kept.
+    """
     same = all([s.composition for s in r] == [s.composition for s in runs[0]] for r in runs)
     if len(runs) == 1 or not same:
         return [s for r in runs for s in r]
-    wall = np.median([[s.seconds for s in r] for r in runs], axis=0)
-    cpu = np.median([[s.cpu_seconds for s in r] for r in runs], axis=0)
-    return [StepTiming(s.composition, float(w), s.end, float(c)) for s, w, c in zip(runs[0], wall, cpu)]
+    out = []
+    for k, first in enumerate(runs[0]):
+        reps = [r[k] for r in runs]
+        calm = [s for s in reps if not s.seconds > STALL_RATIO * s.cpu_seconds] or [min(reps, key=lambda s: s.seconds)]
+        wall = float(np.median([s.seconds for s in calm]))
+        cpu = float(np.median([s.cpu_seconds for s in calm]))
+        out.append(StepTiming(first.composition, wall, first.end, cpu))
+    return out

@@ -23,14 +23,16 @@ from pathlib import Path
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
+from andes.engines.vllm.scheduler import AndesSyncScheduler
 from andes.profiling.device import copy_bandwidth
 from andes.profiling.fit import StepComposition, StepTiming, kv_bytes_per_token, median_run, step_composition
 
-__all__ = ["InprocVllm", "RecordingScheduler", "StepComposition", "StepTiming", "step_composition"]
+__all__ = ["InprocVllm", "RecordingAndesScheduler", "RecordingScheduler", "StepComposition", "StepTiming",
+           "step_composition"]
 
 
-class RecordingScheduler(Scheduler):
-    """vLLM's scheduler, unchanged, plus ``step_log``: one ``StepComposition`` per schedule()."""
+class _Recording:
+    """Mixed into a vLLM scheduler: ``step_log``, one ``StepComposition`` per schedule()."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -51,21 +53,35 @@ class RecordingScheduler(Scheduler):
         return super()._preempt_request(request, timestamp)
 
 
+class RecordingScheduler(_Recording, Scheduler):
+    """vLLM's scheduler, unchanged, plus ``step_log``: one ``StepComposition`` per schedule()."""
+
+
+class RecordingAndesScheduler(_Recording, AndesSyncScheduler):
+    """The Andes scheduler in vLLM (``andes.engines.vllm.scheduler``), plus ``step_log``; its
+    settings come from ``additional_config["andes"]`` as in serving."""
+
+
 class InprocVllm:
     """vLLM's engine in this process with the recording scheduler; requests by token ids.
 
     ``token_times[request_id]`` collects the perf_counter time at which each output token was
     returned by ``step()`` (a token is delivered when the step that made it returns).
+    ``andes``: the Andes scheduler with these settings (``additional_config["andes"]``, as in
+    serving) instead of vLLM's own FCFS; both record their steps.
     """
 
     def __init__(self, model_dir: str | Path, *, max_num_seqs: int = 16, max_num_batched_tokens: int = 512,
                  max_model_len: int = 2048, kv_cache_bytes: int = 256 << 20, block_size: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, andes: dict | None = None) -> None:
         from vllm import LLM
 
         kwargs = {}
         if block_size is not None:
             kwargs["block_size"] = block_size
+        scheduler = RecordingScheduler if andes is None else RecordingAndesScheduler
+        if andes is not None:
+            kwargs["additional_config"] = {"andes": dict(andes)}
         # Engine core in this process; the variable is read when the engine is built, and put
         # back after so engines started later in this process (AsyncLLM) are not affected.
         key, old = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
@@ -80,7 +96,7 @@ class InprocVllm:
                 model=str(model_dir), skip_tokenizer_init=True, max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
                 kv_cache_memory_bytes=int(kv_cache_bytes), enable_prefix_caching=False,
-                scheduler_cls=f"{__name__}.RecordingScheduler", seed=seed, **kwargs)
+                scheduler_cls=f"{__name__}.{scheduler.__name__}", seed=seed, **kwargs)
         finally:
             if old is None:
                 os.environ.pop(key, None)
@@ -90,7 +106,7 @@ class InprocVllm:
         core = getattr(self.engine.engine_core, "engine_core", None)
         if core is None:
             raise RuntimeError("vLLM engine core is not in this process (VLLM_ENABLE_V1_MULTIPROCESSING)")
-        self.scheduler: RecordingScheduler = core.scheduler
+        self.scheduler: RecordingScheduler | RecordingAndesScheduler = core.scheduler
         self.steps: list[StepTiming] = []
         self.token_times: dict[str, list[float]] = {}
         self.finished: set[str] = set()
@@ -99,13 +115,16 @@ class InprocVllm:
     def vllm_config(self):
         return self.scheduler.vllm_config
 
-    def add(self, request_id: str, prompt_token_ids: list[int], max_tokens: int) -> None:
-        """Queue a request generating exactly ``max_tokens`` tokens (greedy, EOS ignored)."""
+    def add(self, request_id: str, prompt_token_ids: list[int], max_tokens: int,
+            extra_args: dict | None = None) -> None:
+        """Queue a request generating exactly ``max_tokens`` tokens (greedy, EOS ignored);
+        ``extra_args`` reach the scheduler (the Andes one reads ``ttft`` and ``tds`` there)."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True,
-                                temperature=0.0, detokenize=False, output_kind=RequestOutputKind.DELTA)
+                                temperature=0.0, detokenize=False, output_kind=RequestOutputKind.DELTA,
+                                extra_args=dict(extra_args) if extra_args else None)
         self.token_times[request_id] = []
         self.engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt_token_ids)), params)
 
@@ -139,6 +158,29 @@ class InprocVllm:
             if rid.startswith(key):
                 return key
         raise KeyError(rid)
+
+    def warm_shapes(self, seed: int = 0) -> int:
+        """Run every step shape serving can schedule once, unrecorded: each token count up to
+        the token budget (one prompt of that length) and each decode batch up to the seat
+        count. The first step of a shape is slower (tens of ms on the CPU build) than every
+        later one; a profile measures warm shapes, so serving must run warm ones too, or its
+        first minutes are dominated by shapes met for the first time. Returns the steps run."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        vocab = int(self.vllm_config.model_config.get_vocab_size())
+        sched = self.vllm_config.scheduler_config
+        first = len(self.steps)
+        for n in range(1, int(sched.max_num_batched_tokens) + 1):
+            self.add(f"warm-p{n}", rng.integers(3, vocab, size=n).tolist(), 1)
+            self.run_until_done()
+        for b in range(1, int(sched.max_num_seqs) + 1):
+            for j in range(b):
+                self.add(f"warm-d{b}-{j}", rng.integers(3, vocab, size=8).tolist(), 3)
+            self.run_until_done()
+        ran = len(self.steps) - first
+        del self.steps[first:]
+        return ran
 
     def run_until_done(self) -> None:
         while self.has_unfinished():
@@ -201,21 +243,26 @@ def measure_engine(engine: InprocVllm, grid: VllmGrid, *, seed: int = 0, warmup:
 
     Each point submits ``batch`` requests of one prompt length at once and runs them to the
     end, so its steps cover prefill (chunked by the token budget), mixed and decode steps at
-    contexts from the prompt length up. One warm-up run first is not recorded.
+    contexts from the prompt length up. With ``warmup``, first, not recorded: every step shape
+    serving can schedule (``InprocVllm.warm_shapes``), then the whole grid once, so every step
+    is timed warm, as in a serving engine that has been up for a while.
 
     With ``repeats`` > 1 the whole grid is run that many times, round robin, and each step of a
-    point takes the median time of its repeats (a point's runs schedule the same steps). On a
-    shared host another process can slow every step of one run several-fold for seconds; the
-    round robin spreads a point's runs over time and the median keeps the unhurt ones.
+    point takes the median time of its repeats that were not stalled (``median_run``: a point's
+    runs schedule the same steps). On a shared host another process can take the core from a
+    step for milliseconds to seconds; the round robin spreads a point's runs over time, and a
+    stalled step (wall time well above the thread's CPU time) is left out of the median.
     """
     import numpy as np
 
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1 (got {repeats})")
+    if warmup:
+        engine.warm_shapes(seed)
     rng = np.random.default_rng(seed)
     vocab = int(engine.vllm_config.model_config.get_vocab_size())
     points = [(b, p) for b in grid.batches for p in grid.prompt_lens]
-    runs = [(grid.batches[0], grid.prompt_lens[0], -1)] if warmup else []
+    runs = [(b, p, -1) for b, p in points] if warmup else []
     runs += [(b, p, k) for _ in range(repeats) for k, (b, p) in enumerate(points)]
     per_point: list[list[list[StepTiming]]] = [[] for _ in points]
     for i, (b, p, k) in enumerate(runs):
