@@ -49,6 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from andes.benchmarks.args import positive_float, positive_int
+from andes.benchmarks.args import seeds as seeds_arg
 from andes.benchmarks.fidelity_compare import (TARGET_QOE_DIFF, TARGET_STEP_ERR, coefficients, compare_run,
                                                merge_repeats, step_errors)
 from andes.benchmarks.report import format_table, write_json
@@ -221,21 +222,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile-prompts", default="32,128,384")
     parser.add_argument("--profile-output", type=positive_int, default=16)
     parser.add_argument("--profile-repeats", type=positive_int, default=5)
-    parser.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="one repeat per seed (comma-separated)")
+    parser.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="one repeat per seed (comma-separated)")
     parser.add_argument("--merge-only", action="store_true",
                         help="run nothing: merge the --seeds' repeat JSONs (<out>_r<seed>.json) into --out")
     parser.add_argument("--out", default="bench/results/fidelity.json")
     return parser
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"distinct integers >= 0 needed (got {text!r})")
-    return seeds
 
 
 def _engine(args: argparse.Namespace, path: Path, seed: int, andes: dict | None = None):

@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from andes.benchmarks.cpu_roles import snapshot
 from andes.loadgen.serve_proc import free_port
 
 __all__ = ["ServerProcess", "free_port", "serve_config", "tree_cpu_seconds"]
@@ -49,7 +50,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = REPO_ROOT / "deployments" / "andes.yaml"
 APP_NAME = "andes"
 _PROTOCOL_PREFIX = "@@ "
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _free_range(size: int) -> int:
@@ -76,28 +76,7 @@ def tree_cpu_seconds(root: int) -> float:
 
     By parentage, not process group: Ray's raylet starts its workers in sessions of their own.
     """
-    stats: dict[int, tuple[int, int]] = {}  # pid -> (ppid, cpu ticks)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # After "pid (comm)": state ppid pgrp session ... utime (index 11) stime (index 12).
-        fields = stat[stat.rfind(b")") + 2:].split()
-        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            total += stats[pid][1]
-        todo += children.get(pid, [])
-    return total / _CLK_TCK
+    return sum(cpu for _, cpu, _ in snapshot(root).values())
 
 
 def serve_config(profile: str, max_tokens_per_event: int, port: int, metrics: bool = True) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from andes.benchmarks.args import grid_axis, positive_float, positive_int
+from andes.benchmarks.args import seeds as seeds_arg
 from andes.benchmarks.report import format_table, write_json
 from andes.benchmarks.vllm_trace import Replay
 from andes.latency import TIME_FIELDS, LatencyModel, load_profile
@@ -318,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny", help="'tiny' (built locally) or a model directory")
     p.add_argument("--profile", default=None, help="a profile JSON or name to use instead of measuring one")
-    p.add_argument("--seeds", type=positive_ints_or_zero, default=(0, 1, 2), help="trace seeds, one repeat each")
+    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="trace seeds, one repeat each")
     p.add_argument("--kind", choices=("poisson", "gamma", "burst"), default="poisson")
     p.add_argument("--load", type=positive_float, default=1.5, help="offered load over the measured capacity")
     p.add_argument("--span-s", type=positive_float, default=60.0,
@@ -346,17 +347,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the repeats of other seeds already in --out (same settings), e.g. one seed per command")
     p.add_argument("--out", default="bench/results/vllm_policy.json")
     return p
-
-
-def positive_ints_or_zero(text: str) -> tuple[int, ...]:
-    """Seeds: comma-separated integers >= 0."""
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0 (got {text!r})")
-    return values
 
 
 _SETTINGS = ("model", "kind", "load", "span_s", "num_requests", "mean_prompt", "mean_output", "burst_intensity",
