@@ -89,3 +89,10 @@ def test_an_unmarked_test_that_starts_a_process_fails(pytester):
     fast = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", run_lanes.FAST)
     fast.assert_outcomes(passed=3, errors=1)  # tests/vllm/ not even collected
     assert "deselected" in fast.stdout.str() and "test_engine" not in fast.stdout.str()
+
+
+def test_test_file_names_are_unique_across_folders():
+    # pytest's default import mode imports each test file by its basename: a second file of the
+    # same name in another folder fails collection ("import file mismatch") and stops the lane.
+    names = [p.name for p in Path(__file__).parent.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
