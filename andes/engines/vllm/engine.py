@@ -26,7 +26,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Hashable
 
-import numpy as np
 from vllm import SamplingParams
 from vllm.exceptions import VLLMClientError
 from vllm.inputs import TokensPrompt
@@ -39,9 +38,10 @@ from andes.engines.base import (EngineRequest, EngineStats, EngineTelemetry, Exp
 from andes.engines.vllm import janitor
 from andes.engines.vllm.launch import (SCHEDULER_CLASSES, StepSink, check_settings, cpu_cores, engine_args,
                                        start_llm)
+from andes.engines.vllm.report import routing_report
 from andes.latency import DEFAULT_PROFILE
 from andes.qoe import DigestState, change_reader
-from andes.routing import MAX_ENTRIES, ReplicaStats
+from andes.routing import ReplicaStats
 
 __all__ = ["SAMPLING_KEYS", "SCHEDULER_CLASSES", "VllmEngine"]
 
@@ -234,48 +234,11 @@ class VllmEngine:
         return True
 
     def routing_report(self, replica_id: Hashable, timestamp: float) -> ReplicaStats:
-        """This engine's ``ReplicaStats`` for the QoE-headroom router.
-
-        vLLM does not tell this process which requests its scheduler runs at a given step; a
-        request counts as running while its tokens keep coming (the last one within four recent
-        step times), which is what its reader sees. Ages are on this engine's clock.
-        """
-        now = self.clock()
-        step = self._step_ewma or 0.05
+        """This engine's ``ReplicaStats`` for the QoE-headroom router (``report.routing_report``)."""
         streams = [s for s in self._streams.values() if not s.finished]
-        running = [s for s in streams if now - s.last_token_time <= 4 * step + 0.02]
-        running_ids = {id(s) for s in running}
-        waiting = sorted((s for s in streams if id(s) not in running_ids), key=lambda s: s.arrival)
-        ordered = running + waiting
-        kept, rest = ordered[:MAX_ENTRIES], ordered[MAX_ENTRIES:]
-        stats = self.stats()
-
-        def column(get, dtype=np.float64) -> np.ndarray:
-            return np.fromiter((get(s) for s in kept), dtype=dtype, count=len(kept))
-
-        return ReplicaStats(
-            replica_id=replica_id,
-            timestamp=float(timestamp),
-            num_running=stats.num_running,
-            num_waiting=stats.num_waiting,
-            num_free_blocks=stats.num_free_blocks,
-            num_total_blocks=stats.num_total_blocks,
-            step_time_s=stats.step_time_s,
-            block_size=self.block_size,
-            max_num_seqs=self.settings.max_num_seqs,
-            is_running=column(lambda s: id(s) in running_ids, bool),
-            age_s=column(lambda s: now - s.arrival),
-            ttft=column(lambda s: s.digest.ttft),
-            tds=column(lambda s: s.digest.tds),
-            num_tokens=column(lambda s: s.digest.num_tokens),
-            last_digest=column(lambda s: s.digest.last_digest),
-            delay_area=column(lambda s: s.digest.delay_area),
-            context_tokens=column(lambda s: s.num_prompt_tokens + s.digest.num_before + s.digest.num_tokens),
-            num_omitted=len(rest),
-            omitted_tds_sum=float(sum(s.digest.tds for s in rest)),
-            omitted_context_tokens=int(sum(s.num_prompt_tokens + s.digest.num_before + s.digest.num_tokens
-                                           for s in rest)),
-        )
+        return routing_report(streams, self.stats(), now=self.clock(), step_time_s=self._step_ewma or 0.05,
+                              block_size=self.block_size, max_num_seqs=self.settings.max_num_seqs,
+                              replica_id=replica_id, timestamp=timestamp)
 
     async def check_health(self) -> None:
         """Raise if vLLM's engine processes died or the engine was shut down."""
