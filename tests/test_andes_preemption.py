@@ -129,6 +129,27 @@ def test_admission_leaves_each_runner_its_headroom():
         check_decision(view, budget, d)
 
 
+def test_headroom_is_counted_where_each_runner_sits_in_its_last_block():
+    # 4-token blocks, 2 tokens of reserve. Two runners of 10 blocks each; a 5-block waiter and
+    # 1 free block beyond it. A runner whose next 2 tokens stay inside its last block needs no
+    # headroom, one that crosses into a new block needs a whole block: an average of half a
+    # block each would round the two up to one block and keep the waiter out.
+    fresh = dict(running=True, arrival=0.0, prompt=36, output=2, ttft=1.0)  # 39 of 40 slots: crosses
+    early = dict(running=True, arrival=0.0, prompt=35, output=1, ttft=1.0)  # 37 of 40: stays inside
+    waiter = req(arrival=0.0, ttft=1.0, tds=4.0, prompt=16)  # 17 slots: 5 blocks, and 2 more stay inside
+    budget = make_budget(26)
+    for solve in (dict(pressure_threshold=1.0), dict(solve_every=1, pressure_threshold=0.0)):
+        p = policy(growth_reserve_tokens=2.0, **solve)
+        both_inside = make_view(req(**early), req(**early), waiter)
+        assert ids(p.decide(both_inside, budget, TINY, 5.0).run) == [0, 1, 2]
+        one_crosses = make_view(req(**fresh), req(**early), waiter)
+        assert ids(p.decide(one_crosses, budget, TINY, 5.0).run) == [0, 1, 2]
+        both_cross = make_view(req(**fresh), req(**fresh), waiter)
+        d = p.decide(both_cross, budget, TINY, 5.0)
+        assert ids(d.run) == [0, 1] and d.preempt.size == 0
+        check_decision(both_cross, budget, d)
+
+
 def test_an_empty_engine_admits_a_request_that_fills_the_whole_cache():
     view = make_view(req(arrival=0.0, blocks=16))
     for p in (policy(), policy(growth_reserve_tokens=64.0, solve_every=1, pressure_threshold=0.0)):

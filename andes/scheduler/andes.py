@@ -81,8 +81,8 @@ class AndesConfig(BaseModel):
     qoe_threshold: float = Field(0.95, ge=0, le=1)
     """For objective ``count``: the QoE a request must reach to count."""
     growth_reserve_tokens: float = Field(16.0, ge=0)
-    """KV headroom (tokens) per running request that admissions leave free, so running requests
-    can grow without forced evictions."""
+    """KV headroom per running request that admissions leave free, so running requests can grow
+    without forced evictions: the blocks each one's next this-many tokens would add."""
     restore_weight: float = Field(1.0, ge=0)
     """Price of a victim's restore time (recompute or swap), in gains per horizon-second."""
     min_preemption_gain: float = Field(0.02, ge=0)
@@ -110,8 +110,8 @@ class AndesPolicy:
         capacity = budget.num_gpu_blocks
         # An empty engine admits by plain memory: a reserve there could keep a request that
         # fills the whole cache out forever.
-        g = self._reserve_blocks(latency) if view.num_running else 0.0
-        headroom = g * n if view.num_running < n else 0.0  # nobody waits: nothing to hold back for
+        g = self._reserve_blocks(view, latency) if view.num_running else np.zeros(n, dtype=np.int64)
+        headroom = g.sum() if view.num_running < n else 0  # nobody waits: nothing to hold back for
         if n <= budget.max_num_seqs and view.num_blocks.sum() + headroom <= capacity:
             return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
         running_blocks = int(view.num_blocks[view.is_running].sum())
@@ -120,9 +120,15 @@ class AndesPolicy:
             return self._solve(view, budget, latency, now, _Costs.of(view, latency), g)
         return self._admit(view, budget, latency, now, g)
 
-    def _reserve_blocks(self, latency: LatencyModel) -> float:
-        """KV blocks of headroom each running request keeps (fractional: an average)."""
-        return self.config.growth_reserve_tokens / latency.profile.block_size
+    def _reserve_blocks(self, view: SchedulerView, latency: LatencyModel) -> np.ndarray:
+        """KV blocks of headroom each request keeps while it runs: the blocks its next
+        ``growth_reserve_tokens`` tokens would add. Counted per request at its own position in
+        its last block, not as an average: with large blocks (vLLM's CPU build uses 128 tokens)
+        only a request near a block boundary will need a block soon, and an averaged fraction
+        rounds up to a whole block held back from admissions (a seat lost in a small cache)."""
+        after = view.context_tokens + 1  # what num_blocks holds: the context and the next token
+        grow = int(math.ceil(self.config.growth_reserve_tokens))
+        return latency.blocks_for(after + grow) - latency.blocks_for(after)
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
     def _admit(self, view, budget, latency, now, g) -> Decision:
@@ -135,7 +141,7 @@ class AndesPolicy:
         need = view.num_blocks + g  # what an admission takes: its blocks and its headroom
         if free >= 0 and seats >= 0:
             # Nobody must leave: only the waiting requests need scoring, and only if one fits.
-            room = free - g * running.size
+            room = free - g[running].sum()
             waiting = waiting[need[waiting] <= room]  # only these could enter
             if seats == 0 or waiting.size == 0:
                 return Decision(run=running)
@@ -154,7 +160,7 @@ class AndesPolicy:
         running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
-        room = budget.num_gpu_blocks - int(view.num_blocks[kept].sum()) - g * kept.size
+        room = budget.num_gpu_blocks - int(view.num_blocks[kept].sum()) - g[kept].sum()
         admitted = fill_in_order(waiting, need, room, budget.max_num_seqs - kept.size, skip=True)
         victims = running[~np.isin(running, kept)]  # priority order, not view order
         return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
@@ -199,15 +205,15 @@ class AndesPolicy:
         _, resume = victim_restore(latency, view.context_tokens[victims], costs.held[victims],
                                    budget.num_free_cpu_blocks)
         victim_blocks = view.num_blocks[victims]
-        free += int(victim_blocks[:forced].sum()) - g * (view.num_running - forced)
+        free += int(victim_blocks[:forced].sum()) - (g[view.is_running].sum() - g[victims[:forced]].sum())
         others = gain.sum() - gain[entrants].sum() - gain[victims].sum()
         refine = self.config.refiner
         j, chosen = _best_entrant_prefix(
             entrant_gain=gain[entrants],
-            entrant_blocks=view.num_blocks[entrants] + g,
+            entrant_blocks=view.num_blocks[entrants] + g[entrants],
             entrant_restore=costs.restore[entrants] if refine else np.zeros(entrants.size),
             victim_gain=gain[victims[forced:]],
-            victim_blocks=victim_blocks[forced:] + g,
+            victim_blocks=victim_blocks[forced:] + g[victims[forced:]],
             victim_restore=resume[forced:] if refine else np.zeros(victims.size - forced),
             free=free,
             free_seats=budget.max_num_seqs - (view.num_running - forced),
