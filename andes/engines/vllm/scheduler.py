@@ -42,6 +42,7 @@ from vllm.v1.request import Request, RequestStatus
 
 from andes.engines.base import MAX_POLICY_TIMES
 from andes.engines.vllm.mapping import RequestTrack, expectations_from_extra_args, next_step_blocks
+from andes.engines.vllm.queue_summary import QueueTotals
 from andes.engines.vllm.rows import ViewRows
 from andes.engines.vllm.sched_stats import SchedulerCounters, StatsMixin
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
@@ -81,6 +82,7 @@ class _AndesMixin(StatsMixin):
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
         self.view_rows = ViewRows()  # the policy's view, kept up to date as requests change
+        self.queue_totals = QueueTotals()  # for policies that can tell a step needs no view
         self._set_aside: list[Request] = []  # waiting requests hidden from this step's stock loop
         logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
                     self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
@@ -219,7 +221,6 @@ class _AndesMixin(StatsMixin):
         running, waiting = self._candidates()
         if not (running or waiting) or not self._needs_decision(running, waiting):
             return
-        view = self.view_rows.view(running, waiting, self.counters.num_steps, self.block_size)
         budget = Budget(
             num_gpu_blocks=self._num_blocks,
             max_num_seqs=int(self.max_num_running_reqs),
@@ -228,8 +229,22 @@ class _AndesMixin(StatsMixin):
             num_preemptions_total=self.counters.num_preemptions,
             num_free_cpu_blocks=0,
         )
-        self.counters.num_policy_calls += 1
-        self._apply_decision(self.policy.decide(view, budget, self.latency, now), running, waiting, now)
+        if waiting and self._can_skip(running, waiting, budget):  # the policy would hold everyone
+            self.counters.num_policy_skips += 1
+            decision = Decision(run=np.arange(len(running), dtype=np.int64))
+        else:
+            view = self.view_rows.view(running, waiting, self.counters.num_steps, self.block_size)
+            self.counters.num_policy_calls += 1
+            decision = self.policy.decide(view, budget, self.latency, now)
+        self._apply_decision(decision, running, waiting, now)
+
+    def _can_skip(self, running: list[Request], waiting: list[Request], budget: Budget) -> bool:
+        """The policy's own word (``Policy.can_skip``, optional) that ``decide`` would keep who
+        runs and admit nobody: then its decision is applied without a view."""
+        can_skip = getattr(self.policy, "can_skip", None)
+        if can_skip is None:
+            return False
+        return bool(can_skip(self.queue_totals.summary(running, waiting, self.block_size), budget, self.latency))
 
     def _apply_decision(self, decision: Decision, running: list[Request], waiting: list[Request],
                         now: float) -> None:
@@ -260,7 +275,9 @@ class _AndesMixin(StatsMixin):
         # The stock loop sees the admitted requests, in the policy's order, then requests the
         # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
         others, held = [], []
-        if not victims and len(self.waiting) == len(waiting):  # the queue is the candidates
+        if not victims and len(self.waiting) == len(waiting) and not admitted:
+            held = waiting  # the queue is the candidates, all held
+        elif not victims and len(self.waiting) == len(waiting):  # the queue is the candidates
             is_held = np.ones(len(waiting), dtype=bool)
             is_held[run[run >= n_run] - n_run] = False
             held = [waiting[i] for i in np.flatnonzero(is_held).tolist()]

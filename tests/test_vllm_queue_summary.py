@@ -1,0 +1,43 @@
+"""``QueueTotals``: the totals the vLLM scheduler hands ``Policy.can_skip``, without vLLM.
+
+The waiting queue's fewest tokens is carried from step to step and only arrivals are read; it
+must never exceed the true minimum (``can_skip`` relies on a lower bound)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from andes.engines.vllm.queue_summary import QueueTotals
+
+
+def reqs(*tokens: int) -> list[SimpleNamespace]:
+    return [SimpleNamespace(num_tokens=t) for t in tokens]
+
+
+def test_running_blocks_and_the_waiting_minimum_by_block():
+    run, wait = reqs(31, 32, 100), reqs(70, 63, 64)
+    s = QueueTotals().summary(run, wait, block_size=32)
+    # next-step blocks: ceil((tokens + 1) / 32)
+    assert (s.num_running, s.num_waiting, s.running_blocks, s.min_waiting_blocks) == (3, 3, 1 + 2 + 4, 2)
+
+
+def test_arrivals_lower_the_minimum_and_a_changed_queue_is_read_again():
+    totals = QueueTotals()
+    wait = reqs(200, 150)
+    assert totals.summary([], wait, 32).min_waiting_blocks == 5  # 151 tokens
+    wait += reqs(40)  # an arrival at the tail with fewer tokens
+    assert totals.summary([], wait, 32).min_waiting_blocks == 2
+    wait.pop()  # it was admitted (or aborted): the minimum may rise again
+    assert totals.summary([], wait, 32).min_waiting_blocks == 5
+    # A request admitted from the head and one preempted to it: read in full.
+    wait = reqs(500) + wait[1:]
+    assert totals.summary([], wait, 32).min_waiting_blocks == 5
+    assert totals.summary([], wait[:1], 32).min_waiting_blocks == 16
+
+
+def test_a_queued_request_that_grew_keeps_a_lower_bound():
+    totals = QueueTotals()
+    wait = reqs(10, 300)
+    assert totals.summary([], wait, 32).min_waiting_blocks == 1
+    wait[0].num_tokens = 100  # its context grew in place (streamed input): still a bound
+    assert totals.summary([], wait, 32).min_waiting_blocks <= 4
