@@ -231,6 +231,7 @@ class _AndesMixin(StatsMixin):
         )
         if waiting and self._can_skip(running, waiting, budget):  # the policy would hold everyone
             self.counters.num_policy_skips += 1
+            self.view_rows.note(running, waiting, self.counters.num_steps)
             decision = Decision(run=np.arange(len(running), dtype=np.int64))
         else:
             view = self.view_rows.view(running, waiting, self.counters.num_steps, self.block_size)
