@@ -41,3 +41,38 @@ def test_a_queued_request_that_grew_keeps_a_lower_bound():
     assert totals.summary([], wait, 32).min_waiting_blocks == 1
     wait[0].num_tokens = 100  # its context grew in place (streamed input): still a bound
     assert totals.summary([], wait, 32).min_waiting_blocks <= 4
+
+
+def test_the_watch_holds_a_queue_changed_only_by_reported_arrivals():
+    from andes.engines.vllm.skip import QueueWatch
+
+    queue = reqs(100, 90, 80)
+    watch = QueueWatch()
+    assert not watch.holds(queue)  # nothing known yet
+    watch.start(queue, 80)
+    assert watch.holds(queue)
+    new = SimpleNamespace(num_tokens=10)
+    held = watch.holds(queue)
+    queue.append(new)
+    watch.arrived(queue, new, schedulable=True, held_before=held)
+    assert watch.holds(queue) and (watch.length, watch.min_tokens) == (4, 10)
+    # An insertion it was not told of, at either end, or a removal: no longer held.
+    for changed in (reqs(5) + queue, queue + reqs(5), queue[1:], queue[:-1]):
+        assert not watch.holds(changed)
+    # The same length with another request at the tail (one left, one came unreported).
+    assert not watch.holds(queue[:-1] + reqs(10))
+    # An arrival after an unreported change, or one that is not schedulable, ends it.
+    other = reqs(5)[0]
+    queue.insert(0, other)
+    late = SimpleNamespace(num_tokens=50)
+    held = watch.holds(queue)
+    queue.append(late)
+    watch.arrived(queue, late, schedulable=True, held_before=held)
+    assert not watch.holds(queue)
+    watch.start(queue, 5)
+    odd = SimpleNamespace(num_tokens=50)
+    queue.append(odd)
+    watch.arrived(queue, odd, schedulable=False, held_before=True)
+    assert not watch.holds(queue)
+    watch.start([], 0)
+    assert not watch.holds([])  # an empty queue is never held

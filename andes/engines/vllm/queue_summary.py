@@ -30,6 +30,11 @@ class QueueTotals:
         self._queue: list[Any] = []  # the waiting requests at the last summary, in queue order
         self._min_tokens = 0  # fewest tokens among them then (a lower bound now)
 
+    @property
+    def min_tokens(self) -> int:
+        """Fewest tokens among the waiting requests at the last summary (a lower bound now)."""
+        return self._min_tokens
+
     def summary(self, running: Sequence[Any], waiting: Sequence[Any], block_size: int) -> QueueSummary:
         """Totals of ``running`` and ``waiting`` (non-empty), in queue order."""
         k = len(self._queue)

@@ -122,7 +122,8 @@ class ViewRows:
     def view(self, running: Sequence[Any], waiting: Sequence[Any], step: int,
              block_size: int) -> SchedulerView:
         """The view of ``running`` then ``waiting`` (vLLM requests) at scheduler step ``step``
-        (one more at each ``schedule()``, whether or not it builds a view)."""
+        (one more at each ``schedule()``, whether or not it builds a view; a step that admitted,
+        resumed and preempted nobody, and built or noted no view, may leave it as it was)."""
         num_running = len(running)
         n = num_running + len(waiting)
         if n == 0:
