@@ -3,7 +3,8 @@
 Runs without vLLM: requests are plain objects with the attributes the view reads, driven
 through the same events the vLLM scheduler reports (arrivals, admissions, chunked prefill,
 tokens, preemptions with late tokens, finishes, aborts, reader changes, prompts that grow
-while waiting), with steps that build no view in between. At every view the kept rows must
+while waiting), with steps that build no view in between (some only note their lists, as the
+scheduler does when the policy needs no view). At every view the kept rows must
 give exactly what ``mapping.build_view`` builds from scratch. tests/vllm/test_vllm_scheduler.py
 checks the same inside vLLM's own scheduler.
 """
@@ -152,6 +153,9 @@ class Engine:
         self.other_events()
         if self.rng.random() < 0.7:  # the scheduler builds a view only when it must decide
             self.check_view(step)
+        elif self.rng.random() < 0.6:  # ... or notes the step's lists when the policy needed none
+            self.rows.note(self.running, self.waiting, step)
+            self.count["notes"] += 1
         self.run_and_deliver(self.admit_or_preempt())
 
 
@@ -161,6 +165,7 @@ def test_kept_view_equals_a_rebuild_at_every_step():
         engine.step(step)
     c = engine.count
     assert c["views"] > 300 and c["views"] < 600  # and steps without a view between them
+    assert c["notes"] > 50
     for event in ("preemptions", "late_tokens", "finishes", "aborts", "reader_changes", "prompt_growths"):
         assert c[event] >= 5, (event, c)
     assert c["arrivals"] > 100

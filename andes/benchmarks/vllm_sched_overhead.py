@@ -7,7 +7,10 @@ is exactly the scheduler's, with no model-execution noise, for each class on the
 
 - ``steady``: ``B`` decoding requests, memory to spare, nobody waiting (the policy's fast path);
 - ``overload``: ``2B`` requests for ``B`` seats and KV for about ``B`` contexts: every step has
-  waiting requests and memory pressure, so the policy decides every step.
+  waiting requests and memory pressure, so the policy decides every step;
+- ``queue``: ``B + 256`` requests for ``B`` seats and KV for about ``B / 2`` contexts: memory
+  binds with a long queue, as on a small cache under overload. The Andes policy holds everyone
+  on most such steps and says so without a view (``policy_skips``).
 
 Per step it records the wall time of ``schedule()`` (``*_ms``), its CPU time (``cpu_*``: the
 thread's own, so a busy host inflates it less) and the wall time of ``update_from_output``
@@ -106,7 +109,19 @@ def _drive(sched, requests, warmup: int, steps: int) -> dict[str, list[float]]:
     return times
 
 
-def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list[dict[str, Any]]:
+def _setup(scenario: str, b: int, ctx_blocks: int) -> tuple[int, int]:
+    """Requests and KV blocks (one more than usable: vLLM's null block) of a scenario."""
+    if scenario == "steady":
+        return b, b * ctx_blocks * 2 + 1
+    if scenario == "overload":  # KV for about b contexts of the run's length, 2b requests, b seats
+        return 2 * b, b * ctx_blocks + 1
+    if scenario == "queue":  # KV for about b/2 contexts, 256 waiting beyond the seats
+        return b + 256, max(b // 2, 1) * ctx_blocks + 1
+    raise ValueError(f"scenario: expected steady, overload or queue, got {scenario!r}")
+
+
+def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int,
+        scenarios: tuple[str, ...] = ("steady", "overload", "queue")) -> list[dict[str, Any]]:
     """One record per (scenario, batch size, scheduler class)."""
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
@@ -120,13 +135,9 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list
                ("AndesSyncScheduler andes", AndesSyncScheduler, "andes"),
                ("AndesSyncScheduler fcfs", AndesSyncScheduler, "fcfs")]
     records = []
-    for scenario in ("steady", "overload"):
+    for scenario in scenarios:
         for b in batch_sizes:
-            ctx_blocks = -(-(PROMPT + warmup + steps + 1) // BLOCK)
-            if scenario == "steady":
-                n, blocks = b, b * ctx_blocks * 2 + 1
-            else:  # KV for about b contexts of the run's length, 2b requests, b seats
-                n, blocks = 2 * b, b * ctx_blocks + 1
+            n, blocks = _setup(scenario, b, -(-(PROMPT + warmup + steps + 1) // BLOCK))
             base = {}
             for label, cls, policy in classes:
                 sched = _scheduler(cls, model_dir, blocks, b, policy)
@@ -140,7 +151,7 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int) -> list
                        "load_1m": os.getloadavg()[0]}
                 if policy:
                     stats = sched.andes_stats()
-                    rec.update(policy_calls=stats["num_policy_calls"],
+                    rec.update(policy_calls=stats["num_policy_calls"], policy_skips=stats["num_policy_skips"],
                                preemptions=stats["num_preemptions"],
                                policy_mean_ms=stats["policy_seconds_total"] / stats["num_steps"] * 1e3)
                 stock = "vllm AsyncScheduler" if cls is not Scheduler and "Sync" not in label else "vllm Scheduler"
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="8,32,128,256")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--scenarios", default="steady,overload,queue")
     p.add_argument("--out", default="bench/results/vllm_sched_overhead.json")
     args = p.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -172,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
             model = str(build_tiny_model(Path(tmp) / "tiny"))
         sizes = [int(x) for x in args.batch_sizes.split(",")]
-        records = run(model, sizes, args.warmup, args.steps)
+        records = run(model, sizes, args.warmup, args.steps, tuple(args.scenarios.split(",")))
     cols = ["scenario", "batch", "scheduler", "mean_ms", "p50_ms", "p99_ms", "added_mean_ms",
-            "added_p50_ms", "added_cpu_mean_ms", "added_update_mean_ms", "policy_mean_ms", "policy_calls",
+            "added_p50_ms", "added_cpu_mean_ms", "added_update_mean_ms", "policy_mean_ms", "policy_calls", "policy_skips",
             "preemptions", "load_1m"]
     print()
     print(format_table(records, cols))
     write_json(Path(args.out), {"warmup": args.warmup, "steps": args.steps, "block_size": BLOCK,
+                                "scenarios": args.scenarios.split(","),
                                 "prompt_tokens": PROMPT, "load_average_before": load_before,
                                 "load_average_after": os.getloadavg(), "records": records})
     return 0

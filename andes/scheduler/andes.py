@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
-from andes.scheduler.base import Budget, Decision, SchedulerView, fill_in_order
+from andes.scheduler.base import Budget, Decision, QueueSummary, SchedulerView, fill_in_order
 from andes.scheduler.restore import (prefill_delay_seconds, restore_seconds, swap_round_trip_seconds,
                                      victim_restore)
 
@@ -129,6 +129,31 @@ class AndesPolicy:
         after = view.context_tokens + 1  # what num_blocks holds: the context and the next token
         grow = int(math.ceil(self.config.growth_reserve_tokens))
         return latency.blocks_for(after + grow) - latency.blocks_for(after)
+
+    def can_skip(self, summary: QueueSummary, budget: Budget, latency: LatencyModel) -> bool:
+        """True only when ``decide`` would keep who runs, in order, and admit nobody, known from
+        queue totals: someone waits and not all fit the seats, no full solve this step, nobody
+        must leave, and no seat is free or no waiting request fits with its headroom (the light
+        path's first return). An engine may then skip the view: with hundreds waiting and
+        memory full, that is most steps. Mirrors ``decide`` and ``_admit`` with the reserve at
+        its least (False where only the exact reserve would tell); tests compare them.
+        """
+        num_running = summary.num_running
+        if summary.num_waiting == 0 or num_running + summary.num_waiting <= budget.max_num_seqs:
+            return False
+        capacity, running_blocks = budget.num_gpu_blocks, summary.running_blocks
+        is_solve_step = budget.step_index % self.config.solve_every == 0
+        if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
+            return False
+        free, seats = capacity - running_blocks, budget.max_num_seqs - num_running
+        if free < 0 or seats < 0:
+            return False
+        # Each request's reserve (``_reserve_blocks``) is at least this many blocks, so a
+        # waiting request needs at least this more and the running ones leave at most this room.
+        least = 0
+        if num_running:
+            least = int(math.ceil(self.config.growth_reserve_tokens)) // latency.profile.block_size
+        return seats == 0 or summary.min_waiting_blocks + least > free - least * num_running
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
     def _admit(self, view, budget, latency, now, g) -> Decision:

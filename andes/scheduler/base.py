@@ -16,7 +16,7 @@ import numpy as np
 
 from andes.latency import LatencyModel
 
-__all__ = ["Budget", "Decision", "Policy", "SchedulerView", "fill_in_order"]
+__all__ = ["Budget", "Decision", "Policy", "QueueSummary", "SchedulerView", "fill_in_order"]
 
 
 @dataclass
@@ -93,6 +93,20 @@ class Budget:
     num_free_cpu_blocks: int = 0  # swap space left
 
 
+@dataclass(frozen=True)
+class QueueSummary:
+    """A few totals an engine can count without building a view (``Policy.can_skip``).
+
+    ``min_waiting_blocks`` may be a lower bound (a queued request's context only grows), never
+    more than the true minimum of ``num_blocks`` over the waiting requests.
+    """
+
+    num_running: int
+    num_waiting: int
+    running_blocks: int  # sum of num_blocks over the running requests
+    min_waiting_blocks: int  # fewest num_blocks among the waiting requests (or a lower bound)
+
+
 @dataclass
 class Decision:
     """The plan for one step.
@@ -125,6 +139,10 @@ class Policy(Protocol):
     ) -> Decision:
         """Choose what runs at ``now`` (engine clock)."""
         ...
+
+    # Optional: ``can_skip(summary: QueueSummary, budget: Budget, latency) -> bool``, True only
+    # when ``decide`` would keep every running request in its order and admit nobody, so the
+    # engine may do that without building a view (the vLLM scheduler asks when queues are long).
 
 
 def fill_in_order(

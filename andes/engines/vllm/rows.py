@@ -14,6 +14,10 @@ changes only what moved:
   preemption change the prompt or the preemptions, and a waiting request's counters stand
   still, because vLLM never admits and evicts the same request in one step. A late token of a
   preempted request is the exception, and ``put_tokens`` marks the request for a full read.
+  A step that needs no view (the policy said so) ``note``s its lists, so the chain of steps
+  holds and the next view reads only what changed since, not the whole queue;
+- the slots of the running and waiting lists are kept with them: mostly the lists are the
+  same as at the step before, or grew by arrivals at the tail.
 
 The view equals ``mapping.build_view`` of the same requests, field for field (the tests check
 it at every step of runs with preemptions, finishes, aborts and reader changes).
@@ -81,8 +85,7 @@ class ViewRows:
         if slot is None:
             if not self._free:
                 self._grow(0)
-            slot = self._slot_of[req_id] = self._free.pop()
-            self._last = [([], np.zeros(0, dtype=np.int64))] * 2
+            slot = self._slot_of[req_id] = self._free.pop()  # no kept list holds it: keep them
         self._seen[slot] = _NEVER
         self.put_track(req_id, track)
 
@@ -119,14 +122,13 @@ class ViewRows:
     def view(self, running: Sequence[Any], waiting: Sequence[Any], step: int,
              block_size: int) -> SchedulerView:
         """The view of ``running`` then ``waiting`` (vLLM requests) at scheduler step ``step``
-        (one more at each ``schedule()``, whether or not it builds a view)."""
+        (one more at each ``schedule()``, whether or not it builds a view; a step that admitted,
+        resumed and preempted nobody, and built or noted no view, may leave it as it was)."""
         num_running = len(running)
         n = num_running + len(waiting)
         if n == 0:
             return SchedulerView.empty()
-        slots = np.concatenate([self._slots(running, 0), self._slots(waiting, 1)])
-        now_seen = (np.arange(n) < num_running) + 2 * step
-        fresh = np.flatnonzero(self._seen[slots] != now_seen - 2)  # not so at the step before
+        slots, now_seen, fresh = self._mark(running, waiting, step)
         self._seen[slots] = now_seen
         if fresh.size:
             requests = list(chain(running, waiting))
@@ -134,11 +136,32 @@ class ViewRows:
         self._read(_PROGRESS, running, slots[:num_running])  # moves every step
         return view_from_columns(self._floats[slots], self._ints[slots], num_running, block_size)
 
+    def note(self, running: Sequence[Any], waiting: Sequence[Any], step: int) -> None:
+        """Step ``step`` showed no view of ``running`` then ``waiting`` (the policy needed none):
+        the requests in the same state as at the step before stay so, and the others are read
+        at the next view, so that view reads only what changed, not the whole queue."""
+        slots, now_seen, fresh = self._mark(running, waiting, step)
+        same = np.ones(slots.size, dtype=bool)
+        same[fresh] = False
+        self._seen[slots[same]] = now_seen[same]
+
+    def _mark(self, running: Sequence[Any], waiting: Sequence[Any], step: int):
+        """Slots, this step's seen marks and who was not so at the step before (positions)."""
+        slots = np.concatenate([self._slots(running, 0), self._slots(waiting, 1)])
+        now_seen = (np.arange(slots.size) < len(running)) + 2 * step
+        return slots, now_seen, np.flatnonzero(self._seen[slots] != now_seen - 2)
+
     def _slots(self, requests: Sequence[Any], which: int) -> np.ndarray:
         last, slots = self._last[which]
         if requests != last:
-            slots = np.fromiter(map(self._slot_of.__getitem__, map(_request_id, requests)), np.int64,
-                                len(requests))
+            k = len(last)
+            if k and len(requests) > k and requests[:k] == last:  # arrivals at the tail only
+                tail = requests[k:]
+                slots = np.concatenate([slots, np.fromiter(
+                    map(self._slot_of.__getitem__, map(_request_id, tail)), np.int64, len(tail))])
+            else:
+                slots = np.fromiter(map(self._slot_of.__getitem__, map(_request_id, requests)), np.int64,
+                                    len(requests))
             self._last[which] = (list(requests), slots)
         return slots
 

@@ -23,6 +23,8 @@ class SchedulerCounters:
 
     num_steps: int = 0
     num_policy_calls: int = 0
+    num_policy_skips: int = 0  # steps the policy said needed no view (Policy.can_skip)
+    num_policy_skips_unread: int = 0  # of those, steps that did not read the waiting queue either
     num_policy_errors: int = 0
     num_preemptions: int = 0  # all recompute preemptions (policy and stock fallback)
     num_policy_preemptions: int = 0

@@ -42,8 +42,10 @@ from vllm.v1.request import Request, RequestStatus
 
 from andes.engines.base import MAX_POLICY_TIMES
 from andes.engines.vllm.mapping import RequestTrack, expectations_from_extra_args, next_step_blocks
+from andes.engines.vllm.queue_summary import QueueTotals
 from andes.engines.vllm.rows import ViewRows
 from andes.engines.vllm.sched_stats import SchedulerCounters, StatsMixin
+from andes.engines.vllm.skip import SkipMixin
 from andes.engines.vllm.settings import SchedulerSettings, settings_from
 from andes.latency import LatencyModel, load_profile
 from andes.latency_refit import OnlineRefit
@@ -58,7 +60,7 @@ _FINISHED_KEEP = 1024  # finished requests whose records stats() still reports
 _STEP_KEEP = 4096  # measured steps kept for profiling
 
 
-class _AndesMixin(StatsMixin):
+class _AndesMixin(SkipMixin, StatsMixin):
     """Everything Andes adds to a vLLM scheduler; mixed into both bases below."""
 
     # -- setup ----------------------------------------------------------------------------
@@ -81,6 +83,8 @@ class _AndesMixin(StatsMixin):
         self._in_flight: deque[tuple[float, int, int, int]] = deque()
         self._last_output_at = 0.0
         self.view_rows = ViewRows()  # the policy's view, kept up to date as requests change
+        self.queue_totals = QueueTotals()  # for policies that can tell a step needs no view
+        self._init_skips()
         self._set_aside: list[Request] = []  # waiting requests hidden from this step's stock loop
         logger.info("Andes scheduler: policy %s, profile %s, %d KV blocks of %d tokens",
                     self.policy.name, self.latency.profile.name, self._num_blocks, self.block_size)
@@ -133,6 +137,7 @@ class _AndesMixin(StatsMixin):
             track = self.tracks.get(request.request_id)
             if track is not None:  # its prompt grew: read its counters again
                 self.view_rows.add(request.request_id, track)
+            self.queue_watch.forget()
             return
         self.counters.num_requests_seen += 1
         params = request.sampling_params
@@ -147,7 +152,9 @@ class _AndesMixin(StatsMixin):
         track = RequestTrack(ttft, tds, arrival, last_change=arrival, error=error)
         self.tracks[request.request_id] = track
         self.view_rows.add(request.request_id, track)
+        held = self.queue_watch.holds(self.waiting)
         super().add_request(request)
+        self.queue_watch.arrived(self.waiting, request, error is None and request.status in _SCHEDULABLE, held)
         if error is not None:
             self.counters.num_rejected += 1
             logger.error("Andes scheduler: request %s rejected: %s", request.request_id, error)
@@ -159,9 +166,11 @@ class _AndesMixin(StatsMixin):
     def schedule(self, *args: Any, **kwargs: Any):
         """Apply the policy, then let vLLM's stock loop schedule what it admitted."""
         now = time.time()
+        rows_step, min_tokens = self._next_rows_step(), self.queue_watch.min_tokens
+        self._unread = self._held_all = False
         t0 = time.perf_counter()
         try:
-            self._apply_policy(now)
+            self._apply_policy(now, rows_step)
         except Exception:  # a policy bug must not take the engine down: stock order this step
             self.counters.num_policy_errors += 1
             logger.exception("Andes scheduler: policy %s failed; this step runs vLLM's own order",
@@ -169,10 +178,17 @@ class _AndesMixin(StatsMixin):
         spent = time.perf_counter() - t0
         try:
             output = super().schedule(*args, **kwargs)
-        finally:  # whatever happened, requests set aside go back to the queue
+        finally:  # whatever happened, requests held or set aside go back to the queue
+            self.queue_watch.forget()  # until the step is known to have gone as planned
+            left = self._release_held() if self._held_queue is not None else bool(self.waiting)
             if self._set_aside:
                 self.waiting.extend(self._set_aside)
                 self._set_aside = []
+        if self._held_all:
+            min_tokens = self.queue_totals.min_tokens
+        resumed = getattr(output.scheduled_cached_reqs, "resumed_req_ids", ()) or ()
+        moved = len(output.preempted_req_ids) + len(output.scheduled_new_reqs) + len(resumed)
+        self._after_step(self._unread, self._held_all, left, moved, min_tokens)
         c = self.counters
         c.num_steps += 1
         c.policy_seconds_total += spent
@@ -207,7 +223,7 @@ class _AndesMixin(StatsMixin):
         need = sum(next_step_blocks(r.num_tokens, bs) for r in waiting)
         return grow + need > free
 
-    def _apply_policy(self, now: float) -> None:
+    def _apply_policy(self, now: float, rows_step: int) -> None:
         """Preempt, reorder and filter per the policy. Waiting requests the stock loop must not
         see this step go to ``self._set_aside`` (``schedule`` puts them back, even on error)."""
         rejected = self.grammar_compile_error_reqs
@@ -216,10 +232,6 @@ class _AndesMixin(StatsMixin):
             keep = [r for r in self.waiting if r.request_id not in rejected]
             self.waiting.clear()
             self.waiting.extend(keep)
-        running, waiting = self._candidates()
-        if not (running or waiting) or not self._needs_decision(running, waiting):
-            return
-        view = self.view_rows.view(running, waiting, self.counters.num_steps, self.block_size)
         budget = Budget(
             num_gpu_blocks=self._num_blocks,
             max_num_seqs=int(self.max_num_running_reqs),
@@ -228,8 +240,30 @@ class _AndesMixin(StatsMixin):
             num_preemptions_total=self.counters.num_preemptions,
             num_free_cpu_blocks=0,
         )
+        if not rejected and self._skip_unread(budget):  # held whole, unread (andes.engines.vllm.skip)
+            self._unread = True
+            return
+        running, waiting = self._candidates()
+        if not (running or waiting) or not self._needs_decision(running, waiting):
+            return
+        if waiting and self._can_skip(running, waiting, budget):  # the policy would hold everyone
+            self.counters.num_policy_skips += 1
+            self.view_rows.note(running, waiting, rows_step)
+            held_all = not rejected and len(self.waiting) == len(waiting)
+            self._apply_decision(Decision(run=np.arange(len(running), dtype=np.int64)), running, waiting, now)
+            self._held_all = held_all
+            return
+        view = self.view_rows.view(running, waiting, rows_step, self.block_size)
         self.counters.num_policy_calls += 1
         self._apply_decision(self.policy.decide(view, budget, self.latency, now), running, waiting, now)
+
+    def _can_skip(self, running: list[Request], waiting: list[Request], budget: Budget) -> bool:
+        """The policy's own word (``Policy.can_skip``, optional) that ``decide`` would keep who
+        runs and admit nobody: then its decision is applied without a view."""
+        can_skip = getattr(self.policy, "can_skip", None)
+        if can_skip is None:
+            return False
+        return bool(can_skip(self.queue_totals.summary(running, waiting, self.block_size), budget, self.latency))
 
     def _apply_decision(self, decision: Decision, running: list[Request], waiting: list[Request],
                         now: float) -> None:
@@ -260,7 +294,9 @@ class _AndesMixin(StatsMixin):
         # The stock loop sees the admitted requests, in the policy's order, then requests the
         # policy does not rank (blocked on a grammar, a KV transfer...), which vLLM handles.
         others, held = [], []
-        if not victims and len(self.waiting) == len(waiting):  # the queue is the candidates
+        if not victims and len(self.waiting) == len(waiting) and not admitted:
+            held = waiting  # the queue is the candidates, all held
+        elif not victims and len(self.waiting) == len(waiting):  # the queue is the candidates
             is_held = np.ones(len(waiting), dtype=bool)
             is_held[run[run >= n_run] - n_run] = False
             held = [waiting[i] for i in np.flatnonzero(is_held).tolist()]
