@@ -290,7 +290,8 @@ def test_count_objective_rescues_a_request_that_can_still_reach_the_threshold():
 
 def test_fairness_weight_adds_the_shortfall_of_requests_that_serving_helps():
     q_serve, q_wait = np.array([0.9, 0.3, 0.5]), np.array([0.4, 0.3, 0.6])
-    assert policy()._objective_gain(q_serve, q_wait) == pytest.approx([0.5, 0.0, 0.0])
+    assert policy(fairness_weight=0.0)._objective_gain(q_serve, q_wait) == pytest.approx([0.5, 0.0, 0.0])
+    assert policy()._objective_gain(q_serve, q_wait) == pytest.approx([0.5 + 0.1 * 0.6, 0.0, 0.0])  # the default
     # Only where serving helps: a request that loses nothing by waiting gains nothing either.
     assert policy(fairness_weight=0.5)._objective_gain(q_serve, q_wait) == pytest.approx([0.5 + 0.5 * 0.6, 0.0, 0.0])
 
@@ -303,6 +304,24 @@ def test_fairness_weight_serves_the_request_left_furthest_behind(solve):
     mode = SOLVE if solve else {"pressure_threshold": 1.0}
     assert ids(policy(**mode).decide(view, make_budget(8), LAT, 60.0).run) == [1]
     assert ids(policy(fairness_weight=0.5, **mode).decide(view, make_budget(8), LAT, 60.0).run) == [0]
+
+
+@pytest.mark.parametrize("solve", [False, True])
+def test_default_fairness_serves_a_starved_request_before_a_merely_late_one(solve):
+    # One seat's worth of memory at t=600: a request that has waited 600 s against one 80 s
+    # behind. The plain average serves the less late (the starved one's gain has shrunk about
+    # as 1/wait^2), leaving the oldest for the queue to drain; the default's shortfall term
+    # serves the starved one. A request that just arrived still goes first: the term is small
+    # beside a gain that on-time service can still bring (docs/design.md, "The fairness term").
+    now, mode = 600.0, SOLVE if solve else {"pressure_threshold": 1.0}
+
+    def first(wait_b: float, **kw) -> list[int]:
+        view = make_view(req(arrival=0.0, prompt=20, blocks=8), req(arrival=now - wait_b, prompt=20, blocks=8))
+        return ids(policy(**mode, **kw).decide(view, make_budget(8), LAT, now).run)
+
+    assert first(80.0, fairness_weight=0.0) == [1]
+    assert first(80.0) == [0]
+    assert first(5.0) == [1]
 
 
 # ---------------------------------------------------------------- (f) config validation
