@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from andes.engines.sim import simulate
 from andes.latency import load_profile
-from andes.scheduler.andes import AndesConfig, AndesPolicy, _best_entrant_prefix
+from andes.scheduler.andes import AndesConfig, AndesPolicy
+from andes.scheduler.refiner import best_entrant_prefix
 from andes.scheduler.restore import (prefill_delay_seconds, recompute_seconds, restore_seconds,
                                      swap_round_trip_seconds, victim_restore)
 from andes.workload import TraceRequest, make_trace
@@ -99,7 +100,7 @@ def test_refiner_only_evicts_when_the_gain_pays_for_every_cost(data, num_entrant
     vg = np.array(data.draw(st.lists(floats, min_size=num_victims, max_size=num_victims)))
     vr = np.array(data.draw(st.lists(floats, min_size=num_victims, max_size=num_victims)))
     vb = np.array(data.draw(st.lists(st.integers(1, 5), min_size=num_victims, max_size=num_victims)))
-    j, chosen = _best_entrant_prefix(entrant_gain=eg, entrant_blocks=eb, entrant_restore=er,
+    j, chosen = best_entrant_prefix(entrant_gain=eg, entrant_blocks=eb, entrant_restore=er,
                                      victim_gain=vg, victim_blocks=vb, victim_restore=vr, free=free,
                                      free_seats=seats, cap=cap, stall_cost_per_s=price, min_gain=min_gain)
     assert chosen <= min(cap, num_victims)

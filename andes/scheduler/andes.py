@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from andes.latency import LatencyModel
 from andes.qoe import final_qoe_with
 from andes.scheduler.base import Budget, Decision, QueueSummary, SchedulerView, fill_in_order
+from andes.scheduler.refiner import best_entrant_prefix, forced_evictions
 from andes.scheduler.restore import (prefill_delay_seconds, restore_seconds, swap_round_trip_seconds,
                                      victim_restore)
 
@@ -225,7 +226,7 @@ class AndesPolicy:
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
         # Running requests outgrew memory (or the batch cap): those evictions are forced, not
         # chosen, and come first in ``victims``.
-        is_forced = _forced(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
+        is_forced = forced_evictions(view.num_blocks[victims], -free, view.num_running - budget.max_num_seqs)
         victims = np.concatenate([victims[is_forced], victims[~is_forced]])
         forced = int(is_forced.sum())
         # What each eviction will cost the engine to undo, in eviction order (swaps while host
@@ -236,7 +237,7 @@ class AndesPolicy:
         free += int(victim_blocks[:forced].sum()) - (g[view.is_running].sum() - g[victims[:forced]].sum())
         others = gain.sum() - gain[entrants].sum() - gain[victims].sum()
         refine = self.config.refiner
-        j, chosen = _best_entrant_prefix(
+        j, chosen = best_entrant_prefix(
             entrant_gain=gain[entrants],
             entrant_blocks=view.num_blocks[entrants] + g[entrants],
             entrant_restore=costs.restore[entrants] if refine else np.zeros(entrants.size),
@@ -362,62 +363,3 @@ class _Costs:
         restore = np.where(view.is_running, rest, _waiting_restore(view, latency))
         held = np.asarray(latency.blocks_for(ctx), dtype=np.int64)
         return cls(restore, resume, held)
-
-
-def _forced(victim_blocks: np.ndarray, overflow: int, excess_seats: int) -> np.ndarray:
-    """Which victims (least valuable first) must go to free ``overflow`` blocks and
-    ``excess_seats`` batch seats: the shortest such prefix, less any member it can spare.
-
-    A prefix alone can over-evict: a small victim taken before a large one is not needed once
-    the large one has gone.
-    """
-    take = np.zeros(victim_blocks.size, dtype=bool)
-    overflow, excess_seats = max(int(overflow), 0), max(int(excess_seats), 0)
-    if overflow == 0 and excess_seats == 0:
-        return take
-    n = 0 if overflow == 0 else int(np.searchsorted(np.cumsum(victim_blocks), overflow) + 1)
-    n = min(max(n, excess_seats), victim_blocks.size)
-    take[:n] = True
-    spare_blocks = int(victim_blocks[:n].sum()) - overflow
-    spare_seats = n - excess_seats
-    for i in range(n - 1, -1, -1):  # the most valuable of them stay first
-        if spare_seats > 0 and victim_blocks[i] <= spare_blocks:
-            take[i] = False
-            spare_blocks -= int(victim_blocks[i])
-            spare_seats -= 1
-    return take
-
-
-def _best_entrant_prefix(
-    *, entrant_gain, entrant_blocks, entrant_restore, victim_gain, victim_blocks, victim_restore,
-    free, free_seats, cap, stall_cost_per_s, min_gain=0.0,
-) -> tuple[int, int]:
-    """How many entrants (best first) to admit, and how many victims that evicts.
-
-    Net gain of admitting the first j entrants = their gain - the gain of the victims evicted to
-    make room (least valuable first; room is KV memory and batch seats) - the engine time the
-    preemptions take (the entrants' restores now and the victims' restores when they come back)
-    at ``stall_cost_per_s`` - ``min_gain`` per victim. Only entrants that need a victim pay it;
-    one that fits in free memory and a free seat is plain admission.
-    """
-    if entrant_gain.size == 0:
-        return 0, 0
-    cum_blocks = np.cumsum(entrant_blocks)
-    need = cum_blocks - free
-    cum_vblocks = np.concatenate([[0], np.cumsum(victim_blocks)])
-    cum_vgain = np.concatenate([[0.0], np.cumsum(victim_gain)])
-    cum_vrestore = np.concatenate([[0.0], np.cumsum(victim_restore)])
-    for_memory = np.where(need > 0, np.searchsorted(cum_vblocks, need, side="left"), 0)
-    for_seats = np.maximum(np.arange(1, entrant_gain.size + 1) - free_seats, 0)
-    num_victims = np.maximum(for_memory, for_seats)
-    # Plain admissions (no victim needed) are always worth it; counted before the clip below.
-    no_victim = int(np.count_nonzero(num_victims == 0))
-    feasible = (num_victims < cum_vblocks.size) & (num_victims <= cap)
-    num_victims = np.minimum(num_victims, cum_vblocks.size - 1)
-    stall_s = np.cumsum(np.where(num_victims > 0, entrant_restore, 0.0)) + cum_vrestore[num_victims]
-    stall = stall_s * stall_cost_per_s
-    net = np.cumsum(entrant_gain) - cum_vgain[num_victims] - stall - min_gain * num_victims
-    net = np.where(feasible, net, -np.inf)
-    best = int(np.argmax(net)) + 1 if np.isfinite(net).any() else 0
-    j = no_victim if best == 0 or net[best - 1] <= 0 else max(best, no_victim)
-    return j, int(num_victims[j - 1]) if j else 0
