@@ -12,7 +12,6 @@ import types
 
 import pytest
 
-from andes.engines.vllm.mapping import build_view
 
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
@@ -20,35 +19,21 @@ vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.request import Request, RequestStatus  # noqa: E402
 
-from test_vllm_rows import assert_views_equal  # noqa: E402
-from test_vllm_view_rows import SCHEDULABLE, SEATS, make_scheduler, step  # noqa: E402
+from test_vllm_view_rows import SEATS, CheckedPolicy, make_scheduler, step  # noqa: E402
 
 
-class Checked:
-    """The scheduler's Andes policy; each skip is checked against a full view and ``decide``,
-    and the summary the scheduler counted against that view."""
+class Checked(CheckedPolicy):
+    """The scheduler's Andes policy; each decision's kept view is checked against a rebuild
+    (``CheckedPolicy``: it stays right across steps that built none, some reading no queue),
+    and each skip against a full view and ``decide``, with the summary the scheduler counted."""
 
     def __init__(self, sched, inner) -> None:
-        self.sched, self.inner, self.name = sched, inner, inner.name
+        super().__init__(sched, inner)
         self.num_skips = 0
-        self.failure: AssertionError | None = None  # the scheduler survives a policy's error
-
-    def decide(self, view, budget, latency, now):
-        s = self.sched
-        cands = list(s.running) + [r for r in s.waiting if r.status in SCHEDULABLE]
-        try:  # the kept view stays right across steps that built none (some read no queue)
-            assert_views_equal(view, build_view(cands, [s.tracks[r.request_id] for r in cands],
-                                                len(s.running), s.block_size))
-        except AssertionError as exc:
-            self.failure = self.failure or exc
-            raise
-        return self.inner.decide(view, budget, latency, now)
 
     def can_skip(self, summary, budget, latency):
         skip = self.inner.can_skip(summary, budget, latency)
-        s = self.sched
-        cands = list(s.running) + [r for r in s.waiting if r.status in SCHEDULABLE]
-        view = build_view(cands, [s.tracks[r.request_id] for r in cands], len(s.running), s.block_size)
+        view = self.rebuilt()
         try:
             run = view.is_running
             assert (summary.num_running, summary.num_waiting) == (int(run.sum()), int((~run).sum()))
@@ -58,7 +43,7 @@ class Checked:
                 d = self.inner.decide(view, budget, latency, s_time.now)
                 assert d.run.tolist() == list(range(view.num_running)) and d.preempt.size == 0
         except AssertionError as exc:
-            self.failure = self.failure or exc
+            self.mismatch = self.mismatch or exc
             raise
         self.num_skips += skip
         return skip
@@ -123,7 +108,7 @@ def test_skipped_steps_schedule_what_asking_would(tiny_model_dir, cls_name, monk
     slow = make_scheduler(cls, tiny_model_dir, num_blocks=3 * SEATS + 1)
     slow.set_policy(NoSkip(slow.policy))
     always_asked = drive(slow, monkeypatch)
-    assert checked.failure is None and fast.counters.num_policy_errors == 0
+    assert checked.mismatch is None and fast.counters.num_policy_errors == 0
     stats, slow_stats = fast.andes_stats(), slow.andes_stats()
     # Many steps skipped the view, most of them without reading the queue either ...
     assert stats["num_policy_skips"] > 100 and stats["num_policy_skips_unread"] > 20

@@ -64,12 +64,15 @@ class CheckedPolicy:
         self.num_checked = 0
         self.mismatch: AssertionError | None = None  # the scheduler survives a policy's error
 
-    def decide(self, view, budget, latency, now):
+    def rebuilt(self):
+        """The view built from scratch from the scheduler's requests now."""
         s = self.sched
         cands = list(s.running) + [r for r in s.waiting if r.status in SCHEDULABLE]
-        rebuilt = build_view(cands, [s.tracks[r.request_id] for r in cands], len(s.running), s.block_size)
+        return build_view(cands, [s.tracks[r.request_id] for r in cands], len(s.running), s.block_size)
+
+    def decide(self, view, budget, latency, now):
         try:
-            assert_views_equal(view, rebuilt)
+            assert_views_equal(view, self.rebuilt())
         except AssertionError as exc:
             self.mismatch = self.mismatch or exc
             raise
