@@ -232,14 +232,10 @@ class _AndesMixin(SkipMixin, StatsMixin):
             keep = [r for r in self.waiting if r.request_id not in rejected]
             self.waiting.clear()
             self.waiting.extend(keep)
-        budget = Budget(
-            num_gpu_blocks=self._num_blocks,
-            max_num_seqs=int(self.max_num_running_reqs),
-            step_index=self.counters.num_steps,
-            num_requests_seen=self.counters.num_requests_seen,
-            num_preemptions_total=self.counters.num_preemptions,
-            num_free_cpu_blocks=0,
-        )
+        c = self.counters
+        budget = Budget(num_gpu_blocks=self._num_blocks, max_num_seqs=int(self.max_num_running_reqs),
+                        step_index=c.num_steps, num_requests_seen=c.num_requests_seen,
+                        num_preemptions_total=c.num_preemptions, num_free_cpu_blocks=0)
         if not rejected and self._skip_unread(budget):  # held whole, unread (andes.engines.vllm.skip)
             self._unread = True
             return
