@@ -131,8 +131,12 @@ class AndesPolicy:
         only a request near a block boundary will need a block soon, and an averaged fraction
         rounds up to a whole block held back from admissions (a seat lost in a small cache)."""
         after = view.context_tokens + 1  # what num_blocks holds: the context and the next token
-        grow = int(math.ceil(self.config.growth_reserve_tokens))
-        return latency.blocks_for(after + grow) - latency.blocks_for(after)
+        return latency.blocks_for(after + self._reserve_tokens) - latency.blocks_for(after)
+
+    @property
+    def _reserve_tokens(self) -> int:
+        """The growth reserve in whole tokens (``_reserve_blocks`` and ``can_skip`` count it)."""
+        return int(math.ceil(self.config.growth_reserve_tokens))
 
     def can_skip(self, summary: QueueSummary, budget: Budget, latency: LatencyModel) -> bool:
         """True only when ``decide`` would keep who runs, in order, and admit nobody, known from
@@ -156,7 +160,7 @@ class AndesPolicy:
         # waiting request needs at least this more and the running ones leave at most this room.
         least = 0
         if num_running:
-            least = int(math.ceil(self.config.growth_reserve_tokens)) // latency.profile.block_size
+            least = self._reserve_tokens // latency.profile.block_size
         return seats == 0 or summary.min_waiting_blocks + least > free - least * num_running
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------

@@ -18,9 +18,18 @@ from typing import Any, Sequence
 from andes.engines.vllm.mapping import next_step_blocks
 from andes.scheduler.base import QueueSummary
 
-__all__ = ["QueueTotals"]
+__all__ = ["QueueTotals", "queue_summary"]
 
 _num_tokens = attrgetter("num_tokens")
+
+
+def queue_summary(running: Sequence[Any], num_waiting: int, min_waiting_tokens: int,
+                  block_size: int) -> QueueSummary:
+    """The summary of ``running`` (read: at most a batch) and a queue known by its length and
+    its fewest tokens (or a lower bound of them)."""
+    running_blocks = sum(next_step_blocks(n, block_size) for n in map(_num_tokens, running))
+    return QueueSummary(num_running=len(running), num_waiting=num_waiting, running_blocks=running_blocks,
+                        min_waiting_blocks=next_step_blocks(min_waiting_tokens, block_size))
 
 
 class QueueTotals:
@@ -44,7 +53,4 @@ class QueueTotals:
         else:
             low = min(map(_num_tokens, waiting))
         self._queue, self._min_tokens = list(waiting), low
-        running_blocks = sum(next_step_blocks(n, block_size) for n in map(_num_tokens, running))
-        return QueueSummary(num_running=len(running), num_waiting=len(waiting),
-                            running_blocks=running_blocks,
-                            min_waiting_blocks=next_step_blocks(low, block_size))
+        return queue_summary(running, len(waiting), low, block_size)

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from andes.engines.vllm.mapping import next_step_blocks
-from andes.scheduler.base import Budget, QueueSummary
+from andes.engines.vllm.queue_summary import queue_summary
+from andes.scheduler.base import Budget
 
 __all__ = ["QueueWatch", "SkipMixin"]
 
@@ -81,11 +81,7 @@ class SkipMixin:
         watch, queue = self.queue_watch, self.waiting
         if can_skip is None or not watch.holds(queue):
             return False
-        bs = self.block_size
-        running_blocks = sum(next_step_blocks(r.num_tokens, bs) for r in self.running)
-        summary = QueueSummary(num_running=len(self.running), num_waiting=len(queue),
-                               running_blocks=running_blocks,
-                               min_waiting_blocks=next_step_blocks(watch.min_tokens, bs))
+        summary = queue_summary(self.running, len(queue), watch.min_tokens, self.block_size)
         if not can_skip(summary, budget, self.latency):
             return False
         self._held_queue, self.waiting = queue, type(queue)()
