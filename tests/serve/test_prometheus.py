@@ -1,7 +1,8 @@
 """The metrics through the real components: `serve run`, Ray's metrics agent, a real Prometheus.
 
 `serve run` on a copy of deployments/andes.yaml (free port, Ray's temp dir of its own, metrics
-reported every second, a tiny KV cache so requests preempt each other); a Prometheus server
+reported every second, a KV cache too small for two of its requests at once, so whichever two
+overlap on a replica preempt each other however the host spreads their arrivals); a Prometheus server
 (Debian package ``prometheus``; .ci/run installs it; without it the test skips, unless
 ``ANDES_REQUIRE_PROMETHEUS=1``, as in CI) on loopback with its own data directory,
 finding Ray's metrics agent through the service-discovery file Ray writes in its temp dir
@@ -38,13 +39,21 @@ pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NUM_STREAMS = 10
+MAX_TOKENS = 50
 TIMEOUT_S = 90.0
 
 
 def serve_config(workdir: Path) -> Path:
-    """andes.yaml with a tiny KV cache (preemptions with a few requests) and 1 s metric samples."""
+    """andes.yaml with a tiny KV cache and slow steps, and 1 s metric samples.
+
+    A request (a few prompt tokens and ``MAX_TOKENS``) ends at 14 of the 24 blocks, so any two
+    that run together on a replica cannot both finish without a preemption; at 50 ms a step,
+    each runs 2.5 s, so the five a replica gets overlap even when a busy host spreads their
+    arrivals (with 20 ms steps and 30 tokens, a slow CI host once served them one by one).
+    """
     profile = workdir / "tiny.json"
-    profile.write_text(json.dumps(make_profile(num_gpu_blocks=24, num_cpu_blocks=8).to_dict()))
+    profile.write_text(json.dumps(make_profile(num_gpu_blocks=24, num_cpu_blocks=8,
+                                               decode_base_s=0.05).to_dict()))
     config = yaml.safe_load(CONFIG_FILE.read_text())
     (app,) = config["applications"]
     engine = next(d for d in app["deployments"] if d["name"] == "EngineReplica")
@@ -91,7 +100,7 @@ def stop(process: subprocess.Popen) -> None:
 
 def stream(url: str, tds: float = 30.0, service_class: str = "text") -> dict | None:
     """One streamed completion; its final chunk, or None if it did not complete."""
-    body = {"prompt": "tell me a story", "max_tokens": 30, "stream": True, "tds": tds,
+    body = {"prompt": "tell me a story", "max_tokens": MAX_TOKENS, "stream": True, "tds": tds,
             "service_class": service_class}
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
