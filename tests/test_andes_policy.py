@@ -65,6 +65,30 @@ def test_empty_view():
     assert d.run.size == 0 and d.preempt.size == 0
 
 
+def _seat_race(num_gpu_blocks: int):
+    """One seat free of two; waiting: a 16-token prompt 2 s past its TTFT, and a 4-token prompt
+    that arrived 0.1 s ago (0.9 s of TTFT slack left)."""
+    view = make_view(req(running=True, arrival=0.0, output=4, last_change=0.5),
+                     req(arrival=0.0, prompt=16), req(arrival=2.9, prompt=4))
+    return view, make_budget(num_gpu_blocks, 2, step_index=1)
+
+
+def test_when_only_seats_bind_the_free_seat_goes_to_the_late_request_not_the_fresh_one():
+    view, budget = _seat_race(100)  # everyone fits in memory: only the seats bind
+    decide = lambda **kw: ids(policy(horizon_s=40.0, **kw).decide(view, budget, LAT, 3.0).run)  # noqa: E731
+    # The seat-bound horizon (0.3 s): the fresh request can wait out its slack, the late one cannot.
+    assert decide() == [0, 1]
+    # Judged over the 40 s horizon, both look equally lost and the smaller prompt wins the seat.
+    assert decide(seat_bound_horizon_s=40.0) == [0, 2]
+
+
+def test_when_memory_binds_the_seat_bound_horizon_plays_no_part():
+    view, budget = _seat_race(10)  # 11 blocks wanted: memory binds
+    runs = {sb: ids(policy(horizon_s=40.0, seat_bound_horizon_s=sb).decide(view, budget, LAT, 3.0).run)
+            for sb in (0.3, 40.0)}
+    assert runs[0.3] == runs[40.0] == [0, 2]
+
+
 # ---------------------------------------------------------------- (b) the client buffer
 
 

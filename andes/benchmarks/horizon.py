@@ -1,17 +1,19 @@
-"""The horizon (``AndesConfig.horizon_s``) on two overloads that pull it opposite ways.
+"""The horizon (``AndesConfig.horizon_s``, ``seat_bound_horizon_s``) on overloads that pull it
+opposite ways.
 
 The gain of a request is what it loses if left out for one horizon. On a short, seat-bound
 burst (the fidelity benchmark's trace: 8 seats, ample KV, short prompts, 6 s at 1.5x the
-engine's capacity) a left-out request waits a fraction of a second, and with the default 40 s
+engine's capacity) a left-out request waits a fraction of a second, and with a 40 s horizon
 every waiting request looks equally lost, so fresh requests that could wait out their TTFT
-slack go before older ones already late: Andes scores below FCFS there. On long prompts
+slack go before older ones already late: Andes scored below FCFS there. On long prompts
 (``rag``, a few thousand tokens of prompt) at FCFS's capacity a restore takes half a second
 and a short horizon prices every admission as urgent, which costs QoE and throughput.
 
 And on the standard mix at 1.5x FCFS's capacity, an overload that lasts minutes, left-out
 requests really do wait tens of seconds, and short horizons lose QoE.
 
-This benchmark keeps the three in one table: FCFS and Andes at several horizons, 3-seed means
+This benchmark keeps the three in one table: FCFS, Andes with its defaults (40 s, and 0.3 s
+while only seats bind) and Andes with one horizon everywhere (``--horizons``), 3-seed means
 (with spread), each load set from a capacity measured in the same run (the seat-bound
 profile's FCFS burst capacity, as ``bench/fidelity.py`` sets it; for the two mixes the rate
 where FCFS's mean QoE crosses 0.9, as ``bench/policy_eval.py`` sets it). Writes
@@ -69,7 +71,8 @@ def _run(args: tuple) -> dict[str, Any]:
     else:
         mix, _ = MIX_CASES[case]
         trace, model = MIXES[mix].trace("poisson", rate, num_requests, seed), load_profile(MIX_PROFILE)
-    settings = {"horizon_s": horizon} if policy == "andes" else {}
+    # None: the defaults; a number: that horizon whatever binds.
+    settings = {"horizon_s": horizon, "seat_bound_horizon_s": horizon} if horizon is not None else {}
     s = summarize(simulate(trace, make_policy(policy, **settings), model).outcomes)
     return {"case": case, "seed": seed, "policy": policy, "horizon_s": horizon, "mean_qoe": s.mean_qoe,
             "p10_qoe": s.p10_qoe, "throughput_tok_s": s.throughput_tok_s, "num_requests": len(trace)}
@@ -97,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         capacity = {case: fcfs_capacity(mix, n, seeds, MIX_PROFILE, pool) for case, (mix, _) in MIX_CASES.items()}
         cases = {"seat-bound burst": None, **{case: load * capacity[case] for case, (_, load) in MIX_CASES.items()}}
         jobs = [(case, seed, "fcfs", None, rate, n) for case, rate in cases.items() for seed in seeds]
-        jobs += [(case, seed, "andes", h, rate, n) for case, rate in cases.items() for h in horizons for seed in seeds]
+        jobs += [(case, seed, "andes", h, rate, n) for case, rate in cases.items() for h in [None, *horizons]
+                 for seed in seeds]
         records = list(pool.map(_run, jobs))
     finally:
         if pool_cm is not None:
@@ -107,13 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case in cases:
         fcfs = [r for r in records if r["case"] == case and r["policy"] == "fcfs"]
         fcfs_thr = float(np.mean([r["throughput_tok_s"] for r in fcfs]))
-        for policy, horizon in [("fcfs", None)] + [("andes", h) for h in horizons]:
+        for policy, horizon in [("fcfs", None), ("andes", None)] + [("andes", h) for h in horizons]:
             runs = [r for r in records if (r["case"], r["policy"], r["horizon_s"]) == (case, policy, horizon)]
             row = {"case": case, "policy": policy, "horizon_s": horizon,
                    "mean_qoe": _spread([r["mean_qoe"] for r in runs]), "p10_qoe": _spread([r["p10_qoe"] for r in runs]),
                    "throughput_vs_fcfs": float(np.mean([r["throughput_tok_s"] for r in runs])) / fcfs_thr}
             rows.append(row)
-    print(format_table([{"case": r["case"], "policy": r["policy"], "horizon_s": r["horizon_s"] or "",
+    print(format_table([{"case": r["case"], "policy": r["policy"],
+                         "horizon_s": "" if r["policy"] == "fcfs" else r["horizon_s"] or "default",
                          "mean_qoe": r["mean_qoe"]["mean"], "mean_min": r["mean_qoe"]["min"],
                          "mean_max": r["mean_qoe"]["max"], "p10_qoe": r["p10_qoe"]["mean"],
                          "thr_vs_fcfs": r["throughput_vs_fcfs"]} for r in rows],

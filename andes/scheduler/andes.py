@@ -14,6 +14,15 @@ tokens at all", as the paper's Q_wait does, charges a stalled reader for one lat
 counting tokens read after the horizon gives gain to requests whose buffer already covers it.
 Both effects are pinned by tests.
 
+The horizon stands for how long a request left out now will wait, and that depends on what
+binds. While memory binds, a left-out request waits for KV to free up, under an overload of
+minutes tens of seconds (``horizon_s``, 40 s). While only seats bind (everyone fits in KV with
+the growth reserve, not in ``max_num_seqs``), it waits until a running request finishes, a
+fraction of a second (``seat_bound_horizon_s``, 0.3 s); judged over 40 s there every waiting
+request looks equally lost, and fresh requests that could wait out their TTFT slack took seats
+from older ones already late (``bench/horizon.py``: a 6 s burst on 8 seats, 0.913 against FCFS's
+0.927 with 40 s, 0.955 with 0.3 s; memory-bound cases do not take this path and keep 40 s).
+
 Every preemption is paid for in engine time: the victim's restore (a swap round trip, or a
 chunked recompute of its prompt and generated tokens, ``andes.scheduler.restore``) and the
 entrant's own prefill stall every request still waiting for the engine. The refiner prices that
@@ -67,7 +76,13 @@ class AndesConfig(BaseModel):
 
     objective: Objective = "avg"
     horizon_s: float = Field(40.0, gt=0, le=3600)
-    """Look-ahead for projected QoE (seconds)."""
+    """Look-ahead for projected QoE (seconds): about how long a request left out now will wait
+    while memory binds, which under an overload of minutes is tens of seconds."""
+    seat_bound_horizon_s: float = Field(0.3, gt=0, le=3600)
+    """The look-ahead while only seats bind (everyone fits in KV memory with the growth
+    reserve, not in ``max_num_seqs``): a left-out request then waits only until a running one
+    finishes, a fraction of a second, and over 40 s every waiting request looks equally lost,
+    so fresh requests would go before older ones already late (``bench/horizon.py``)."""
     solve_every: int = Field(10, ge=1)
     """Selective triggering: the full knapsack runs at most every this many steps ..."""
     pressure_threshold: float = Field(0.9, ge=0, le=1)
@@ -116,13 +131,15 @@ class AndesPolicy:
         # fills the whole cache out forever.
         g = self._reserve_blocks(view, latency) if view.num_running else np.zeros(n, dtype=np.int64)
         headroom = g.sum() if view.num_running < n else 0  # nobody waits: nothing to hold back for
-        if n <= budget.max_num_seqs and view.num_blocks.sum() + headroom <= capacity:
+        memory_fits = view.num_blocks.sum() + headroom <= capacity
+        if n <= budget.max_num_seqs and memory_fits:
             return Decision(run=_all_in_arrival_order(view))  # no pressure: serve everyone
+        horizon = self.config.seat_bound_horizon_s if memory_fits else self.config.horizon_s
         running_blocks = int(view.num_blocks[view.is_running].sum())
         is_solve_step = budget.step_index % self.config.solve_every == 0
         if is_solve_step and running_blocks >= self.config.pressure_threshold * capacity:
-            return self._solve(view, budget, latency, now, _Costs.of(view, latency), g)
-        return self._admit(view, budget, latency, now, g)
+            return self._solve(view, budget, latency, now, _Costs.of(view, latency), g, horizon)
+        return self._admit(view, budget, latency, now, g, horizon)
 
     def _reserve_blocks(self, view: SchedulerView, latency: LatencyModel) -> np.ndarray:
         """KV blocks of headroom each request keeps while it runs: the blocks its next
@@ -164,7 +181,7 @@ class AndesPolicy:
         return seats == 0 or summary.min_waiting_blocks + least > free - least * num_running
 
     # -- the light path: keep who runs, admit by gain per block into free memory ------------
-    def _admit(self, view, budget, latency, now, g) -> Decision:
+    def _admit(self, view, budget, latency, now, g, horizon) -> Decision:
         running = np.flatnonzero(view.is_running)
         free = budget.num_gpu_blocks - int(view.num_blocks[running].sum())
         waiting = np.flatnonzero(~view.is_running)
@@ -181,15 +198,15 @@ class AndesPolicy:
             if waiting.size <= seats and need[waiting].sum() <= room:
                 return Decision(run=np.concatenate([running, waiting]))  # all of them fit
             sub = view.subset(waiting)
-            gain = self._gains(sub, latency, now, _waiting_restore(sub, latency), b, mean_ctx)[0]
+            gain = self._gains(sub, latency, now, _waiting_restore(sub, latency), b, mean_ctx, horizon)[0]
             order = waiting[np.lexsort((sub.arrival, -gain / sub.num_blocks))]
             admitted = fill_in_order(order, need, room, seats, skip=True)
             return Decision(run=np.concatenate([running, admitted]))
         # Running requests outgrew memory or seats: evict the least valuable, then admit.
         costs = _Costs.of(view, latency)
-        gain = self._gains(view, latency, now, costs.restore, b, mean_ctx)[0]
+        gain = self._gains(view, latency, now, costs.restore, b, mean_ctx, horizon)[0]
         density = gain / view.num_blocks
-        keep_value = self._keep_value(view, costs, gain, running, self._price(gain.sum()))
+        keep_value = self._keep_value(view, costs, gain, running, self._price(gain.sum(), horizon))
         running = running[np.lexsort((view.arrival[running], -keep_value))]
         kept = fill_in_order(running, view.num_blocks, budget.num_gpu_blocks, budget.max_num_seqs, skip=True)
         waiting = waiting[np.lexsort((view.arrival[waiting], -density[waiting]))]
@@ -199,18 +216,18 @@ class AndesPolicy:
         return self._finish(view, budget, latency, np.concatenate([kept, admitted]), victims, solved=False)
 
     # -- the full solve ---------------------------------------------------------------------
-    def _solve(self, view, budget, latency, now, costs, g) -> Decision:
+    def _solve(self, view, budget, latency, now, costs, g, horizon) -> Decision:
         size = np.array([self._batch_size(view, budget)])
-        gain = self._gains(view, latency, now, costs.restore, size)[0]
+        gain = self._gains(view, latency, now, costs.restore, size, horizon=horizon)[0]
         need = view.num_blocks + g
         # Ties (e.g. everyone at zero gain) go to running requests, then to the oldest: sort
         # into tie-break order first, then a stable sort by density keeps it.
         tiebreak = np.lexsort((view.arrival, ~view.is_running))
         order = tiebreak[np.argsort(-(gain / need)[tiebreak], kind="stable")]
         chosen = (np.cumsum(need[order]) <= budget.num_gpu_blocks) & (np.arange(len(view)) < size[0])
-        return self._refine(view, budget, latency, costs, order[chosen], gain, g)
+        return self._refine(view, budget, latency, costs, order[chosen], gain, g, horizon)
 
-    def _refine(self, view, budget, latency, costs, selected, gain, g) -> Decision:
+    def _refine(self, view, budget, latency, costs, selected, gain, g, horizon) -> Decision:
         """Apply the preemption cap and the restore-aware refiner to the knapsack's choice.
 
         Entrants (in the selection, not running) are taken best-first; each needs free memory
@@ -225,7 +242,7 @@ class AndesPolicy:
         entrants = selected[~view.is_running[selected]]
         victims = np.flatnonzero(view.is_running & ~in_sel)
         # Least valuable first; among equals the newest yields (as in vLLM).
-        value = self._keep_value(view, costs, gain, victims, self._price(gain.sum()))
+        value = self._keep_value(view, costs, gain, victims, self._price(gain.sum(), horizon))
         victims = victims[np.lexsort((-view.arrival[victims], value))]
         free = budget.num_gpu_blocks - int(view.num_blocks[view.is_running].sum())
         # Running requests outgrew memory (or the batch cap): those evictions are forced, not
@@ -251,7 +268,7 @@ class AndesPolicy:
             free=free,
             free_seats=budget.max_num_seqs - (view.num_running - forced),
             cap=self._chosen_allowance(budget, view.num_running),
-            stall_cost_per_s=self._price(others),
+            stall_cost_per_s=self._price(others, horizon),
             min_gain=self.config.min_preemption_gain,
         )
         admitted = entrants[:j]
@@ -259,10 +276,10 @@ class AndesPolicy:
         run = np.concatenate([kept, spared[::-1], admitted])
         return self._finish(view, budget, latency, run, evicted, solved=True)
 
-    def _price(self, at_stake: float) -> float:
+    def _price(self, at_stake: float, horizon: float | None = None) -> float:
         """QoE lost per second of engine time a restore takes: the gains of the requests it
         delays (everyone still waiting for the engine) per second of horizon, weighted."""
-        return self.config.restore_weight * float(at_stake) / self.config.horizon_s
+        return self.config.restore_weight * float(at_stake) / (horizon or self.config.horizon_s)
 
     def _keep_value(self, view, costs, gain, idx, price) -> np.ndarray:
         """Value per block of keeping running requests ``idx``: their gain plus what evicting
@@ -296,12 +313,14 @@ class AndesPolicy:
         b = int(min(np.searchsorted(cum, budget.num_gpu_blocks, side="right"), budget.max_num_seqs, len(view)))
         return max(b, 1)
 
-    def _gains(self, view, latency, now, restore, sizes, mean_ctx: float | None = None) -> np.ndarray:
-        """QoE each request loses over the horizon if left out, for each batch size (rows).
+    def _gains(self, view, latency, now, restore, sizes, mean_ctx: float | None = None,
+               horizon: float | None = None) -> np.ndarray:
+        """QoE each request loses over the horizon (``horizon_s`` unless given) if left out, for
+        each batch size (rows).
 
         Token latency comes from the batch size and the mean context (of this view unless
         given: a caller scoring a subset passes the whole batch's)."""
-        dt = self.config.horizon_s
+        dt = horizon or self.config.horizon_s
         rel = now - view.arrival
         if mean_ctx is None:
             mean_ctx = float(view.context_tokens.mean())
