@@ -10,7 +10,10 @@ is exactly the scheduler's, with no model-execution noise, for each class on the
   waiting requests and memory pressure, so the policy decides every step;
 - ``queue``: ``B + 256`` requests for ``B`` seats and KV for about ``B / 2`` contexts: memory
   binds with a long queue, as on a small cache under overload. The Andes policy holds everyone
-  on most such steps and says so without a view (``policy_skips``).
+  on most such steps and says so without a view (``policy_skips``);
+- ``seats``: ``B + 512`` requests of ``SEAT_OUTPUT`` tokens for ``B`` seats, KV to spare: seats
+  bind, not memory, and a seat frees every few steps, so many steps admit from a long queue
+  (the fidelity benchmark's regime: a short burst on few seats).
 
 Per step it records the wall time of ``schedule()`` (``*_ms``), its CPU time (``cpu_*``: the
 thread's own, so a busy host inflates it less) and the wall time of ``update_from_output``
@@ -38,6 +41,7 @@ __all__ = ["main", "run"]
 
 BLOCK = 32  # vLLM CPU kernels want multiples of 32
 PROMPT = 64
+SEAT_OUTPUT = 48  # tokens per request in the ``seats`` scenario: seats turn over
 
 
 def _scheduler(cls, model_dir: str, num_blocks: int, max_num_seqs: int, policy: str | None):
@@ -64,14 +68,14 @@ def _scheduler(cls, model_dir: str, num_blocks: int, max_num_seqs: int, policy: 
                structured_output_manager=StructuredOutputManager(vllm_cfg), log_stats=False)
 
 
-def _requests(n: int, seed: int) -> list[Any]:
+def _requests(n: int, seed: int, max_tokens: int = 100_000) -> list[Any]:
     from vllm import SamplingParams
     from vllm.v1.request import Request
 
     now = time.time()
     out = []
     for i in range(n):
-        params = SamplingParams(max_tokens=100_000, ignore_eos=True,
+        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True,
                                 extra_args={"ttft": 1.0, "tds": 5.0 + (i * 7 + seed) % 20})
         out.append(Request(f"r{i}", prompt_token_ids=[(i + j) % 900 + 10 for j in range(PROMPT)],
                            sampling_params=params, pooling_params=None, arrival_time=now + i * 1e-3))
@@ -117,7 +121,10 @@ def _setup(scenario: str, b: int, ctx_blocks: int) -> tuple[int, int]:
         return 2 * b, b * ctx_blocks + 1
     if scenario == "queue":  # KV for about b/2 contexts, 256 waiting beyond the seats
         return b + 256, max(b // 2, 1) * ctx_blocks + 1
-    raise ValueError(f"scenario: expected steady, overload or queue, got {scenario!r}")
+    if scenario == "seats":  # KV for every request at once: only the seats bind
+        n = b + 512
+        return n, n * -(-(PROMPT + SEAT_OUTPUT + 1) // BLOCK) + 1
+    raise ValueError(f"scenario: expected steady, overload, queue or seats, got {scenario!r}")
 
 
 def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int,
@@ -141,7 +148,8 @@ def run(model_dir: str, batch_sizes: list[int], warmup: int, steps: int,
             base = {}
             for label, cls, policy in classes:
                 sched = _scheduler(cls, model_dir, blocks, b, policy)
-                times = _drive(sched, _requests(n, seed=b), warmup, steps)
+                times = _drive(sched, _requests(n, seed=b, max_tokens=SEAT_OUTPUT if scenario == "seats" else 100_000),
+                               warmup, steps)
                 ms = [t * 1e3 for t in times["wall"]]
                 rec = {"scenario": scenario, "batch": b, "requests": n, "kv_blocks": blocks - 1,
                        "scheduler": label, "mean_ms": statistics.fmean(ms),
