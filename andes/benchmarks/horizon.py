@@ -33,7 +33,7 @@ import numpy as np
 from andes.benchmarks.fidelity import profile_capacity
 from andes.benchmarks.mix_sweep import _Serial
 from andes.benchmarks.policy_eval import MIXES, fcfs_capacity
-from andes.benchmarks.report import format_table, write_json
+from andes.benchmarks.report import format_table, spread, write_json
 from andes.engines.sim import simulate
 from andes.latency import LatencyModel, load_profile
 from andes.qoe import summarize
@@ -55,19 +55,20 @@ def _seat_model(seed: int) -> LatencyModel:
     return load_profile(str(RESULTS / f"fidelity_r{seed}_profile_wall.json"))
 
 
-def _seat_trace(seed: int) -> tuple[float, list[TraceRequest]]:
+def _seat_trace(seed: int) -> tuple[float, list[TraceRequest], LatencyModel]:
+    """The burst at ``SEAT_LOAD`` times the capacity its profile gives: (capacity, trace, profile)."""
     model = _seat_model(seed)
     burst = make_trace("poisson", 1.0, SEAT_CAPACITY_REQUESTS, seed + 2000, lengths=SEAT_LENGTHS)
     capacity = profile_capacity(burst, model)
     rate = SEAT_LOAD * capacity
-    return capacity, make_trace("poisson", rate, max(1, round(rate * SEAT_SPAN_S)), seed, lengths=SEAT_LENGTHS)
+    trace = make_trace("poisson", rate, max(1, round(rate * SEAT_SPAN_S)), seed, lengths=SEAT_LENGTHS)
+    return capacity, trace, model
 
 
 def _run(args: tuple) -> dict[str, Any]:
     case, seed, policy, horizon, rate, num_requests = args
     if case == "seat-bound burst":
-        _, trace = _seat_trace(seed)
-        model = _seat_model(seed)
+        _, trace, model = _seat_trace(seed)
     else:
         mix, _ = MIX_CASES[case]
         trace, model = MIXES[mix].trace("poisson", rate, num_requests, seed), load_profile(MIX_PROFILE)
@@ -76,10 +77,6 @@ def _run(args: tuple) -> dict[str, Any]:
     s = summarize(simulate(trace, make_policy(policy, **settings), model).outcomes)
     return {"case": case, "seed": seed, "policy": policy, "horizon_s": horizon, "mean_qoe": s.mean_qoe,
             "p10_qoe": s.p10_qoe, "throughput_tok_s": s.throughput_tok_s, "num_requests": len(trace)}
-
-
-def _spread(values: Sequence[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if pool_cm is not None:
             pool_cm.shutdown()
-    seat = {seed: _seat_trace(seed) for seed in seeds}  # (capacity, trace), as each run built it
+    seat = {seed: _seat_trace(seed)[:2] for seed in seeds}  # (capacity, trace), as each run built it
     rows = []
     for case in cases:
         fcfs = [r for r in records if r["case"] == case and r["policy"] == "fcfs"]
@@ -114,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for policy, horizon in [("fcfs", None), ("andes", None)] + [("andes", h) for h in horizons]:
             runs = [r for r in records if (r["case"], r["policy"], r["horizon_s"]) == (case, policy, horizon)]
             row = {"case": case, "policy": policy, "horizon_s": horizon,
-                   "mean_qoe": _spread([r["mean_qoe"] for r in runs]), "p10_qoe": _spread([r["p10_qoe"] for r in runs]),
+                   "mean_qoe": spread([r["mean_qoe"] for r in runs]), "p10_qoe": spread([r["p10_qoe"] for r in runs]),
                    "throughput_vs_fcfs": float(np.mean([r["throughput_tok_s"] for r in runs])) / fcfs_thr}
             rows.append(row)
     print(format_table([{"case": r["case"], "policy": r["policy"],

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from andes.benchmarks.policy_eval import MIXES, fcfs_capacity
-from andes.benchmarks.report import format_table, write_json
+from andes.benchmarks.report import format_table, spread, write_json
 from andes.benchmarks.runner import Job, run_jobs
 from andes.latency import load_profile
 
@@ -60,10 +60,6 @@ def _bound(args: tuple) -> dict[str, float]:
     return fluid_bound(_trace(mix, kind, rate, n, seed), load_profile(profile)).as_dict()
 
 
-def _spread(values: Sequence[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
-
-
 def _jobs(args, mix: str, cap: float) -> tuple[list[Job], list[tuple]]:
     """One job per (kind, load, seed, policy); the keys say which."""
     jobs, keys = [], []
@@ -91,14 +87,14 @@ def summarise_rows(records: list[dict], bounds: dict[tuple, list[dict]], policie
         for name, recs in runs.items():
             row = {"kind": kind, "load": load, "rate": load * cap, "policy": name,
                    "seeds": [r["seed"] for r in recs]}
-            row.update({k: _spread([r[k] for r in recs]) for k in FIGURES})
+            row.update({k: spread([r[k] for r in recs]) for k in FIGURES})
             row["throughput_vs_fcfs"] = row["throughput_tok_s"]["mean"] / fcfs_thr
             rows.append(row)
         if (kind, load) in bounds:
             b = bounds[(kind, load)]
             row = {"kind": kind, "load": load, "rate": load * cap, "policy": "bound",
                    "seeds": sorted({r["seed"] for r in records})}
-            row.update({k: _spread([x[k] for x in b]) for k in b[0]})
+            row.update({k: spread([x[k] for x in b]) for k in b[0]})
             row["throughput_vs_fcfs"] = row["throughput_tok_s"]["mean"] / fcfs_thr
             rows.append(row)
     return rows

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from andes.benchmarks.args import positive_int
-from andes.benchmarks.report import format_table, write_json
+from andes.benchmarks.report import format_table, spread, write_json
 from andes.benchmarks.runner import Job, run_jobs
 from andes.engines.sim import simulate
 from andes.latency import DEFAULT_PROFILE, load_profile
@@ -111,8 +111,7 @@ def _case_trace(case: Case, rate: float, n: int, seed: int) -> list[TraceRequest
 
 
 def _spread(rows: list[dict], key: str) -> dict[str, float]:
-    values = [r[key] for r in rows]
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+    return spread([r[key] for r in rows])
 
 
 def summarise(case: Case, rate: float, capacity: float, runs: dict[str, list[dict]],

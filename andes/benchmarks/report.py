@@ -9,7 +9,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["format_table", "json_ready", "plot_metrics", "write_json"]
+__all__ = ["format_table", "json_ready", "plot_metrics", "spread", "write_json"]
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """A figure over seeds (or runs): its mean and its range."""
+    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def json_ready(v: Any) -> Any:

@@ -22,11 +22,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
-
 from andes.benchmarks.args import positive_float, positive_int, positive_ints
 from andes.benchmarks.policy_eval import fcfs_capacity
-from andes.benchmarks.report import format_table, write_json
+from andes.benchmarks.report import format_table, spread, write_json
 from andes.benchmarks.runner import Job, TraceSpec, run_one
 from andes.latency import DEFAULT_PROFILE
 
@@ -46,10 +44,6 @@ class _Serial:
         return [fn(x) for x in items]
 
 
-def _spread(values: Sequence[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
-
-
 def summarise(num_requests: int, rate: float, records: list[dict]) -> dict[str, Any]:
     """One length's seed means and spreads per policy, and the Andes/FCFS ratios.
 
@@ -57,12 +51,12 @@ def summarise(num_requests: int, rate: float, records: list[dict]) -> dict[str, 
     spread of the per-seed ratios (same trace for both policies).
     """
     rows = {p: sorted((r for r in records if r["policy"] == p), key=lambda r: r["seed"]) for p in POLICIES}
-    figs = {p: {k: _spread([r[k] for r in rows[p]]) for k in FIGURES} for p in POLICIES}
+    figs = {p: {k: spread([r[k] for r in rows[p]]) for k in FIGURES} for p in POLICIES}
     fcfs, andes = figs["fcfs"], figs["andes"]
     per_seed = [a["mean_qoe"] / f["mean_qoe"] for f, a in zip(rows["fcfs"], rows["andes"])]
     return {"num_requests": num_requests, "rate": rate, "policies": figs,
             "mean_qoe_ratio": andes["mean_qoe"]["mean"] / fcfs["mean_qoe"]["mean"],
-            "mean_qoe_ratio_per_seed": _spread(per_seed),
+            "mean_qoe_ratio_per_seed": spread(per_seed),
             "p10_qoe_ratio": andes["p10_qoe"]["mean"] / fcfs["p10_qoe"]["mean"],
             "throughput_ratio": andes["throughput_tok_s"]["mean"] / fcfs["throughput_tok_s"]["mean"]}
 
