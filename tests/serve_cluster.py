@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import ray
+
+from andes.loadgen.serve_proc import free_port
+
+BIND_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def local_serve(**ray_init) -> Iterator[tuple[object, int]]:
+    """A local Ray instance with Serve's proxy on a free 127.0.0.1 port: ``(client, port)``.
+
+    The port is picked after Ray's own processes have started, and if another process still
+    takes it before the proxy binds, Serve is shut down and started on another port (at most
+    ``BIND_ATTEMPTS`` times): the test should not fail over a port it never cared about. Stops
+    Serve and this Ray instance on exit (never a global ``ray stop``).
+    """
+    from ray import serve
+    from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, **ray_init)
+    try:
+        for attempt in range(BIND_ATTEMPTS):
+            port = free_port()
+            try:
+                client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+                break
+            except Exception as exc:  # RayTaskError wrapping the proxy's RuntimeError
+                if "Failed to bind" not in str(exc) or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                serve.shutdown()
+        yield client, port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def replica_reports(deployment: str = "EngineReplica") -> list[dict]:

@@ -11,6 +11,7 @@ requests after start are slow while replicas finish starting.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,9 +26,44 @@ import yaml
 __all__ = ["ServeProcess", "free_port", "policy_config", "start_serve", "wait_ready"]
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (127.0.0.1)."""
+# Where a listening port is safe from the rest of a Ray node: the kernel hands out ports from its
+# ephemeral range to every bind(port 0) and outgoing connection (Ray's gRPC servers, object and
+# node managers, agents), and Ray's workers take 10002-19999 by default. A port picked by bind(0)
+# before ``ray.init`` was once taken by one of Ray's own processes before Serve's proxy bound it
+# (CI: "Failed to bind to address '127.0.0.1:34229'"). Between the two ranges nothing is handed
+# out unasked.
+_RAY_WORKER_PORTS = range(10002, 20000)
+_FALLBACK_EPHEMERAL = (32768, 60999)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _FALLBACK_EPHEMERAL
+
+
+def _binds(port: int) -> bool:
     with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1), outside the ranges Ray and the kernel
+    hand out to other processes, so it stays free until the server we start binds it."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 65536)
+                  if not low <= p <= high and p not in _RAY_WORKER_PORTS]
+    rng = random.SystemRandom()
+    for port in rng.sample(candidates, min(200, len(candidates))):
+        if _binds(port):
+            return port
+    with socket.socket() as sock:  # every quiet port is taken: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

@@ -23,17 +23,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 from ray import serve
-from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
 from andes.autoscale import QoEAutoscalingSettings
 from andes.latency import load_profile, save_profile
-from andes.loadgen.serve_proc import free_port
+
 from andes.serve.autoscale import POLICY_FUNCTION
-from serve_cluster import OpenStreams, replica_loads, wait_until
+from serve_cluster import OpenStreams, replica_loads, wait_until, local_serve
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning")]
@@ -92,16 +90,11 @@ def burst_streams(base_url: str) -> OpenStreams:
 @pytest.fixture(scope="module")
 def cluster():
     temp_dir = tempfile.mkdtemp(prefix="andes-ray-")
-    port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=temp_dir)
     try:
-        client = serve_start(http_options={"host": "127.0.0.1", "port": port})
-        deploy(client, tiny_profile(Path(temp_dir)))
-        yield f"http://127.0.0.1:{port}"
+        with local_serve(_temp_dir=temp_dir) as (client, port):
+            deploy(client, tiny_profile(Path(temp_dir)))
+            yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

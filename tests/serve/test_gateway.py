@@ -18,14 +18,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import ray
 import yaml
 from ray import serve
-from ray.serve._private.api import serve_start  # what `serve run config.yaml` calls
 from ray.serve.schema import ServeDeploySchema
 
 from andes.engines.sim import make_text
-from andes.loadgen.serve_proc import free_port
+from serve_cluster import local_serve
+
 
 pytestmark = pytest.mark.ray
 
@@ -63,15 +62,9 @@ def deploy(client, policy: str) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as (client, port):
         deploy(client, "fcfs")
         yield Server(f"http://127.0.0.1:{port}", client)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture

@@ -18,11 +18,9 @@ import httpx
 import pytest
 import ray
 import yaml
-from ray import serve
-from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
+from serve_cluster import local_serve
 
-from andes.loadgen.serve_proc import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -33,19 +31,13 @@ MAX_TOKENS = 300  # long enough to be mid-stream at the kill (tens of ms per tok
 
 @pytest.fixture(scope="module")
 def base_url():
-    port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as (client, port):
         config = yaml.safe_load(CONFIG_FILE.read_text())
         (app,) = config["applications"]
         engine = next(d for d in app["deployments"] if d["name"] == "EngineReplica")
         assert engine["num_replicas"] == 2
         client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
         yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def engine_replicas() -> dict[str, tuple[object, int]]:

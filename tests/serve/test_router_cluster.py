@@ -15,15 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
-from ray import serve
-from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
 from andes.config import ServeConfig, load_config
-from andes.loadgen.serve_proc import free_port
-from serve_cluster import OpenStreams, replica_loads, wait_until
+
+from serve_cluster import OpenStreams, replica_loads, wait_until, local_serve
 
 pytestmark = pytest.mark.ray
 
@@ -47,15 +44,9 @@ def open_streams(base_url: str) -> OpenStreams:
 
 @pytest.fixture(scope="module")
 def cluster():
-    port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as (client, port):
         deploy(client, 1)
         yield client, f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_scale_out_burst_goes_to_the_replicas_with_headroom_and_spreads(cluster):
