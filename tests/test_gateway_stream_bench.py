@@ -42,12 +42,14 @@ def test_tiny_run_of_engine_and_uvicorn_modes(tmp_path):
     assert [r["mode"] for r in result["paced"]] == ["engine", "uvicorn"]
     for row in result["throughput"]:
         assert row["errors"] == 0 and row["streams"] == 4 and row["streams_done"] > 0
-        # 4 streams, one token per 5 ms step each: 800 tokens/s at most (plus window edges).
-        assert 0 < row["tokens_per_s"] <= 1.1 * row["engine_ceiling_tokens_per_s"] == pytest.approx(880)
+        # 4 streams, one token per 5 ms step each: 800 tokens/s at most, plus window edges (a
+        # stall at the window's start that the engine catches up inside it: wide on a busy host).
+        assert row["engine_ceiling_tokens_per_s"] == pytest.approx(800)
+        assert 0 < row["tokens_per_s"] <= 1.5 * row["engine_ceiling_tokens_per_s"]
         assert 1 <= row["mean_tokens_per_event"] <= 16 and row["client_cpu"] >= 0
     for row in result["paced"]:
         assert row["errors"] == 0 and row["tokens_per_event_max"] == 16
-        assert 40 <= row["tokens_per_s"] <= 100  # 4 streams at 20 tokens/s
+        assert 30 <= row["tokens_per_s"] <= 100  # 4 streams at 20 tokens/s
         assert row["timed_events"] == row["events"] > 0  # every chunk carried its engine time
         assert 0 <= row["delay_min_ms"] <= row["delay_p50_ms"] <= row["delay_p99_ms"] < 5000
         assert 0 <= row["share_multi_token_events"] <= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from andes.loadgen.client import StreamOutcome
 from andes.loadgen.schedule import ScheduleSpec, build_trace
 from andes.loadgen.serve_proc import start_serve, wait_ready
-from andes.loadgen.sweep import DEFAULT_LOCUSTFILE, locust_command
+from andes.loadgen.sweep import DEFAULT_LOCUSTFILE, locust_command, part_commands
 
 pytestmark = [pytest.mark.ray, pytest.mark.subprocess]  # `serve run` starts Ray in its process
 
@@ -45,6 +46,9 @@ def test_headless_locust_streams_on_schedule_and_records_qoe(served, tmp_path):
     prefix = tmp_path / "stats"
     cmd = locust_command(DEFAULT_LOCUSTFILE, served.url, SPEC, prefix, drain_timeout_s=60.0, max_users=500)
     cmd[cmd.index("--exit-code-on-error") + 1] = "1"  # any failed request fails the run
+    # Arrival 0 five seconds from now, as `andes capacity` does: left to itself Locust makes it
+    # due one second after its first tick, before a busy host has started the first users.
+    (cmd,) = part_commands(cmd, prefix, 1, time.time() + 5.0)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 

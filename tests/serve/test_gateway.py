@@ -93,15 +93,15 @@ def test_the_chat_page_and_its_files_are_served(server):
 
 def test_openai_client_streams_completion_with_qoe_report(client):
     chunks = list(client.completions.create(model="andes-sim", prompt="tell me a story", max_tokens=8,
-                                            stream=True, extra_body={"ttft": 2.0, "tds": 50.0}))
+                                            stream=True, extra_body={"ttft": 10.0, "tds": 50.0}))
     assert "".join(c.choices[0].text for c in chunks) == expected_text(8)
     assert [c.choices[0].finish_reason for c in chunks].count("length") == 1
     final = chunks[-1]
     assert final.choices[0].finish_reason == "length"
     report = final.model_extra["andes"]
-    assert 0 < report["ttft"] < 2.0 and report["tds"] > 0 and report["num_preemptions"] == 0
-    assert report["qoe"] == pytest.approx(1.0)  # an idle engine beats a 2 s / 50 tok/s reader
-    assert (report["expected_ttft"], report["expected_tds"]) == (2.0, 50.0)
+    assert 0 < report["ttft"] < 10.0 and report["tds"] > 0 and report["num_preemptions"] == 0
+    assert report["qoe"] == pytest.approx(1.0)  # an idle engine beats a 10 s / 50 tok/s reader, even on a busy host
+    assert (report["expected_ttft"], report["expected_tds"]) == (10.0, 50.0)
     assert final.usage.completion_tokens == 8 and final.usage.prompt_tokens == 4
 
 

@@ -58,7 +58,7 @@ def test_scale_out_burst_goes_to_the_replicas_with_headroom_and_spreads(cluster)
                                "12 streams on the single replica")
         deploy(client, 3)
         wait_until(lambda: len(replica_loads()) == 3, 60, "3 reporting replicas")
-        time.sleep(3.0)  # two report periods: every replica's report reaches the gateway's handle
+        time.sleep(6.0)  # several report periods: every replica's report reaches the gateway's handle
         streams.open(12)
         def all_open():
             loads = replica_loads()
