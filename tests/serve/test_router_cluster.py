@@ -25,7 +25,7 @@ from serve_cluster import OpenStreams, replica_loads, wait_until, local_serve
 pytestmark = pytest.mark.ray
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deployments" / "andes.yaml"
-OPEN_TOKENS = 3000  # streams that outlive the test unless closed (about 25 ms per token)
+OPEN_TOKENS = 4000  # streams that outlive the test unless closed (about 25 ms per token; context 4096)
 
 
 def deploy(client, num_replicas: int) -> None:
