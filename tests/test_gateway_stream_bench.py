@@ -3,8 +3,9 @@
 The Ray modes (proxy, direct) are left to ``bench/gateway_stream.py``: each starts a Ray
 cluster (30-60 s on 2 cores). Here a few streams for about a second per measurement check that
 the JSON has the documented structure and that its figures are consistent with the engine's
-pacing: tokens/s never beat the profile's ceiling, paced streams get their 20 tokens/s, and
-engine times (the engine's clock) precede the client's receive times.
+pacing: tokens/s stay within the profile's ceiling (with room for a short window's edges on a
+busy host), paced streams get most of their 20 tokens/s, and engine times (the engine's clock)
+precede the client's receive times.
 """
 
 from __future__ import annotations

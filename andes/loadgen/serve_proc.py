@@ -55,7 +55,8 @@ def _binds(port: int) -> bool:
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (127.0.0.1), outside the ranges Ray and the kernel
-    hand out to other processes, so it stays free until the server we start binds it."""
+    hand out to other processes, so another process is unlikely to take it before the server we
+    start binds it."""
     low, high = _ephemeral_range()
     candidates = [p for p in range(20000, 65536)
                   if not low <= p <= high and p not in _RAY_WORKER_PORTS]

@@ -179,20 +179,3 @@ def test_merge_makes_one_report_from_sweeps_of_separate_deployments(tmp_path, ca
     assert main(["capacity", "--url", "http://127.0.0.1:1"]) == 2  # no --rates
     assert "--rates: required" in capsys.readouterr().err
 
-
-def test_free_port_avoids_the_ports_ray_and_the_kernel_hand_out(monkeypatch):
-    import socket
-
-    from andes.loadgen import serve_proc
-
-    low, high = serve_proc._ephemeral_range()
-    ports = {serve_proc.free_port() for _ in range(20)}
-    assert len(ports) > 1  # drawn at random, not always the same
-    for port in ports:
-        assert not low <= port <= high and port not in serve_proc._RAY_WORKER_PORTS, port
-    with socket.socket() as taken:  # a port in use is never returned
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        monkeypatch.setattr(serve_proc.random.SystemRandom, "sample",
-                            lambda self, seq, k: [taken.getsockname()[1], 29999])
-        assert serve_proc.free_port() == 29999 or not serve_proc._binds(29999)

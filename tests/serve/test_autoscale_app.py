@@ -29,9 +29,8 @@ from ray.serve.schema import ServeDeploySchema
 
 from andes.autoscale import QoEAutoscalingSettings
 from andes.latency import load_profile, save_profile
-
 from andes.serve.autoscale import POLICY_FUNCTION
-from serve_cluster import OpenStreams, replica_loads, wait_until, local_serve
+from serve_cluster import OpenStreams, local_serve, replica_loads, wait_until
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning")]

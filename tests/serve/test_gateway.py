@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,6 @@ from ray.serve.schema import ServeDeploySchema
 
 from andes.engines.sim import make_text
 from serve_cluster import local_serve
-
 
 pytestmark = pytest.mark.ray
 

@@ -19,8 +19,8 @@ import pytest
 import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
-from serve_cluster import local_serve
 
+from serve_cluster import local_serve
 
 pytestmark = pytest.mark.ray
 

@@ -19,8 +19,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from andes.config import ServeConfig, load_config
-
-from serve_cluster import OpenStreams, replica_loads, wait_until, local_serve
+from serve_cluster import OpenStreams, local_serve, replica_loads, wait_until
 
 pytestmark = pytest.mark.ray
 
