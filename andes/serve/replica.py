@@ -60,9 +60,19 @@ class EngineReplica:
     async def generate(self, request: EngineRequest, max_tokens_per_event: int = 16,
                        announce: bool = False, hold: HoldRule | None = None) -> AsyncIterator[TokenEvent]:
         """Stream ``request`` (the router reads it too); the last event is final. ``hold``:
-        reader-aware coalescing, done here so that held tokens never cross Ray one by one."""
-        async for event in self.host.generate(request, max_tokens_per_event, announce, hold):
-            yield event
+        reader-aware coalescing, done here so that held tokens never cross Ray one by one.
+
+        Serve cancels a call whose client left by throwing ``CancelledError`` into this
+        generator. Where it waits on the host's stream, the error reaches the host's generator,
+        which aborts the engine request; where it waits at its own ``yield`` (Serve has not
+        asked for the next event yet), the host's generator would stay suspended until garbage
+        collection, and its request would keep running on the engine. So it is closed here."""
+        stream = self.host.generate(request, max_tokens_per_event, announce, hold)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()  # aborts the engine request unless it finished
 
     async def update_expectations(self, request_id: str, update: ExpectationUpdate, attempt: int = 0) -> bool:
         """A reader changed pace or paused; False when this replica does not hold the request.

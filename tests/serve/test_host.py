@@ -68,7 +68,7 @@ def test_consumer_leaving_early_aborts_and_frees_memory():
         stream = host.generate(request(max_tokens=200), max_tokens_per_event=1)
         await stream.__anext__()
         assert host.num_open() == 1 and host.stats()["num_free_blocks"] < total
-        await stream.aclose()  # what Ray Serve's cancellation does to the generator
+        await stream.aclose()  # what EngineReplica.generate does when Serve cancels its call
         return host, total
     host, total = run(main())
     assert host.num_open() == 0 and host.stats()["num_free_blocks"] == total
