@@ -27,6 +27,7 @@ import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -72,13 +73,31 @@ async def respond(route: Route, request: Request, config: GatewayConfig, call: C
         release(tenant)
         raise
     if job.stream:
-        return StreamingResponse(_released(sse_stream(job, events, cancel, metrics), release, tenant),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return ClosingStreamingResponse(_released(sse_stream(job, events, cancel, metrics), release, tenant),
+                                        media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
         status, body = await complete(job, events, cancel, metrics)
     finally:
         release(tenant)
     return JSONResponse(body, status_code=status)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A ``StreamingResponse`` that closes its body however the response ends.
+
+    Starlette closes nothing: a body cancelled while a chunk was being sent (the client left
+    then) stays suspended until garbage collection, and its cleanup -- aborting the engine
+    request, freeing the API key's stream slot -- waits with it. (The engine replica had the
+    same leak: ``andes.serve.replica``.)"""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):  # the handler may be cancelled: finish anyway
+                    await aclose()
 
 
 def _refused(route: Route, exc: ApiError, metrics: GatewayMetrics | None) -> JSONResponse:
