@@ -43,8 +43,11 @@ def write_config(path: Path, model: Path, port: int) -> None:
 
 
 def mapped_by_others(ours: list[int]) -> set[str]:
-    """The ``sem.mp-*`` names that processes outside ``ours`` map (another job's semaphores)."""
-    names, skip = set(), set(map(str, ours))
+    """The ``sem.mp-*`` semaphores that processes outside ``ours`` map (another job's).
+
+    By inode: glibc's ``sem_open`` maps a temporary file it then links to the semaphore's name
+    and deletes, so ``/proc/<pid>/maps`` shows ``sem.XXXXXX (deleted)``, never the name."""
+    skip, inodes = set(map(str, ours)), set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         if maps.parent.name in skip:
             continue
@@ -52,10 +55,15 @@ def mapped_by_others(ours: list[int]) -> set[str]:
             text = maps.read_text()
         except OSError:
             continue
-        for line in text.splitlines():
-            if f"{SHM}/sem.mp-" in line:
-                names.add(line.rsplit("/", 1)[-1].removesuffix(" (deleted)"))
-    return names
+        inodes.update(int(line.split()[4]) for line in text.splitlines() if f" {SHM}/" in line)
+    owned = set()
+    for name in semaphores():
+        try:
+            if (SHM / name).stat().st_ino in inodes:
+                owned.add(name)
+        except OSError:  # unlinked meanwhile
+            continue
+    return owned
 
 
 def serves(url: str) -> bool:
